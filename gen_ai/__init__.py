@@ -1,0 +1,56 @@
+"""gen_ai: one small, fast, dependable API for every LLM endpoint.
+
+    from gen_ai import create_client
+    client = create_client(provider="openai", endpoint="http://localhost:8000/v1", model_name="m")
+    print(client.run_chat_completions([{"role": "user", "content": "Hi"}]))
+"""
+
+from .client import AsyncTextStream, Client, TextStream
+from .errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    ContentFilterError,
+    GenAIError,
+    InvalidInputError,
+    NotFoundError,
+    RateLimitError,
+    ResponseError,
+    SchemaValidationError,
+    ServerError,
+    StreamError,
+    StreamTruncatedError,
+)
+from .factory import create_client
+from .types import ChatResult, ChatResults, Usage
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "create_client",
+    "Client",
+    "TextStream",
+    "AsyncTextStream",
+    "ChatResult",
+    "ChatResults",
+    "Usage",
+    "GenAIError",
+    "InvalidInputError",
+    "ConfigurationError",
+    "APIStatusError",
+    "BadRequestError",
+    "ContentFilterError",
+    "AuthenticationError",
+    "NotFoundError",
+    "RateLimitError",
+    "ServerError",
+    "APIConnectionError",
+    "APITimeoutError",
+    "ResponseError",
+    "StreamError",
+    "StreamTruncatedError",
+    "SchemaValidationError",
+]

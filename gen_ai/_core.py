@@ -1,0 +1,243 @@
+"""The call flow, written once for sync and async.
+
+A flow is a generator that *yields* the I/O it needs (``Send`` a request, ``Sleep`` between
+retries) and receives the answer; it holds all the logic: retries with backoff and Retry-After,
+guided_json dialect probing and fallback, ``n`` top-ups, schema validation and re-asks.
+``run_sync`` and ``run_async`` are the only two drivers: they perform the yielded actions on the
+sync or async transport and are the only lines that differ between the two clients.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Generator, Iterable
+
+from ._retry import backoff_delay
+from .errors import APIConnectionError, APITimeoutError, GenAIError, SchemaValidationError
+from .structured import reask_messages
+from .types import Call, ChatResult, ChatResults, Completion, RawResponse, Request, Usage
+
+logger = logging.getLogger("gen_ai")
+
+
+class Send:
+    """Action: perform ``request`` (a stream is opened rather than read when request.stream)."""
+
+    __slots__ = ("request", "timeout")
+
+    def __init__(self, request: Request, timeout: float) -> None:
+        self.request = request
+        self.timeout = timeout
+
+
+class Sleep:
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+
+Flow = Generator["Send | Sleep", Any, Any]
+
+
+class Observer:
+    """Hooks a caller (the batch runner) may pass to watch retries. All optional."""
+
+    def on_retry(self, error: GenAIError, delay: float) -> None:  # pragma: no cover - interface
+        pass
+
+
+# --------------------------------------------------------------------------------------------
+# Drivers
+# --------------------------------------------------------------------------------------------
+
+
+def run_sync(flow: Flow, transport: Any, secrets: Iterable[str] = ()) -> Any:
+    value: Any = None
+    error: BaseException | None = None
+    try:
+        while True:
+            try:
+                action = flow.send(value) if error is None else flow.throw(error)
+            except StopIteration as stop:
+                return stop.value
+            value = error = None
+            try:
+                if type(action) is Send:
+                    if action.request.stream:
+                        value = transport.open_stream(action.request, action.timeout)
+                    else:
+                        value = transport.send(action.request, action.timeout)
+                else:
+                    time.sleep(action.seconds)
+            except GenAIError as exc:
+                error = exc
+    except GenAIError as exc:
+        raise exc.redact(secrets) from None
+
+
+async def run_async(flow: Flow, transport: Any, secrets: Iterable[str] = ()) -> Any:
+    import asyncio
+
+    value: Any = None
+    error: BaseException | None = None
+    try:
+        while True:
+            try:
+                action = flow.send(value) if error is None else flow.throw(error)
+            except StopIteration as stop:
+                return stop.value
+            value = error = None
+            try:
+                if type(action) is Send:
+                    if action.request.stream:
+                        value = await transport.open_stream(action.request, action.timeout)
+                    else:
+                        value = await transport.send(action.request, action.timeout)
+                else:
+                    await asyncio.sleep(action.seconds)
+            except GenAIError as exc:
+                error = exc
+    except GenAIError as exc:
+        raise exc.redact(secrets) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Flows
+# --------------------------------------------------------------------------------------------
+
+
+def request_flow(codec: Any, call: Call, deadline: float, max_retries: int,
+                 observer: Observer | None = None) -> Flow:
+    """One logical request: send, retry what is retryable, let the codec adapt on a 4xx.
+
+    Returns a Completion, or for a stream the open 2xx stream response.
+    """
+    attempt = 0
+    adaptations = 0
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise APITimeoutError(f"the call did not finish within timeout={call.timeout:g}s (retries included)")
+        request = codec.build_request(call)
+        error: GenAIError
+        try:
+            response = yield Send(request, remaining)
+        except APIConnectionError as exc:
+            error = exc
+        else:
+            if type(response) is not RawResponse:  # an open 2xx stream
+                return response
+            if response.status < 300:
+                return codec.parse_response(call, response)
+            error = codec.parse_error(response)
+            if adaptations < 4 and codec.fallback(call, error):
+                adaptations += 1
+                logger.info("gen_ai: %s rejected a field (%s); adapted the request and sending again",
+                            request.url, error.message[:200])
+                continue
+        if error.provider is None:
+            error.provider = codec.provider
+        if not error.retryable or attempt >= max_retries:
+            raise error
+        delay = backoff_delay(attempt, error.retry_after)
+        if not call.stream and time.monotonic() + delay >= deadline:
+            error.message += f" (not retried: waiting {delay:.1f}s would pass timeout={call.timeout:g}s)"
+            error.args = (error.message,)
+            raise error
+        attempt += 1
+        logger.warning("gen_ai: %s %s failed (%s: %s); retry %d of %d in %.2fs",
+                       request.method, request.url, type(error).__name__, error.message[:200],
+                       attempt, max_retries, delay)
+        if observer is not None:
+            observer.on_retry(error, delay)
+        yield Sleep(delay)
+
+
+def probe_flow(codec: Any, call: Call) -> Flow:
+    """The codec's one-time probe (guided_json dialect detection), if it wants one."""
+    probe = codec.probe_request(call)
+    if probe is None:
+        return
+    try:
+        response = yield Send(probe, min(10.0, call.timeout))
+    except GenAIError:
+        response = None
+    codec.learn(call, response)
+
+
+def call_flow(codec: Any, call: Call, max_retries: int, observer: Observer | None = None) -> Flow:
+    """A whole non-streaming call: returns ChatResult (n == 1) or ChatResults."""
+    start = time.perf_counter()
+    deadline = time.monotonic() + call.timeout
+    if call.schema is not None:
+        yield from probe_flow(codec, call)
+    completion: Completion = yield from request_flow(codec, call, deadline, max_retries, observer)
+    texts = list(completion.texts[: call.n])
+    reasons = list(completion.finish_reasons[: call.n])
+    tool_calls = list(completion.tool_calls[: call.n])
+    usage = completion.usage
+    if not texts:
+        texts, reasons, tool_calls = [""], [None], [None]
+    # Some servers (llama-cpp-python) ignore n: ask again until there are n answers.
+    if len(texts) < call.n:
+        single = call.replace(n=1)
+        while len(texts) < call.n:
+            more: Completion = yield from request_flow(codec, single, deadline, max_retries, observer)
+            texts.append(more.texts[0] if more.texts else "")
+            reasons.append(more.finish_reasons[0] if more.finish_reasons else None)
+            tool_calls.append(more.tool_calls[0] if more.tool_calls else None)
+            usage = _add_usage(usage, more.usage)
+    parsed: list[Any] = [None] * len(texts)
+    if call.schema is not None:
+        for i in range(len(texts)):
+            for attempt in range(call.schema_retries + 1):
+                try:
+                    parsed[i] = call.schema.validate(texts[i])
+                    break
+                except SchemaValidationError as exc:
+                    if attempt >= call.schema_retries:
+                        exc.message = (f"guided_json: {exc.message} (after {call.schema_retries} re-ask"
+                                       f"{'' if call.schema_retries == 1 else 's'})")
+                        exc.args = (exc.message,)
+                        exc.provider = codec.provider
+                        raise
+                    logger.info("gen_ai: answer %d failed guided_json (%s); asking again", i, exc.message)
+                    retry_call = _reask_call(call, texts[i], exc)
+                    fixed: Completion = yield from request_flow(codec, retry_call, deadline, max_retries, observer)
+                    texts[i] = fixed.texts[0] if fixed.texts else ""
+                    reasons[i] = fixed.finish_reasons[0] if fixed.finish_reasons else None
+                    usage = _add_usage(usage, fixed.usage)
+    latency = time.perf_counter() - start
+    results = [
+        ChatResult(texts[i], finish_reason=reasons[i], usage=usage, model=completion.model,
+                   raw=completion.raw, latency=latency, id=completion.id, index=i,
+                   parsed=parsed[i], tool_calls=tool_calls[i])
+        for i in range(len(texts))
+    ]
+    if call.n == 1:
+        return results[0]
+    return ChatResults(results, usage, completion.model, latency, completion.raw)
+
+
+def stream_open_flow(codec: Any, call: Call, max_retries: int) -> Flow:
+    """Open a stream (with the same retries as any call); returns the open 2xx response."""
+    if call.schema is not None:
+        yield from probe_flow(codec, call)
+    deadline = time.monotonic() + call.timeout
+    return (yield from request_flow(codec, call, deadline, max_retries))
+
+
+def _reask_call(call: Call, bad_text: str, error: SchemaValidationError) -> Call:
+    if call.kind == "chat":
+        return call.replace(n=1, messages=reask_messages(call.messages or [], bad_text, error))
+    prompt = (f"{call.prompt}{bad_text}\n\nThat JSON was rejected: {error.message}.\n"
+              "Corrected JSON only:\n")
+    return call.replace(n=1, prompt=prompt)
+
+
+def _add_usage(a: Usage | None, b: Usage | None) -> Usage | None:
+    if a is None:
+        return b
+    return a + b

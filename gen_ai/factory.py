@@ -1,0 +1,62 @@
+"""create_client(): a provider name -> its codec (imported lazily) -> a Client.
+
+Adding a provider is one module in ``gen_ai/providers/`` plus one line in ``PROVIDERS``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .client import Client
+from .errors import ConfigurationError
+
+# provider name -> "module:CodecClass". Modules are imported only when that provider is asked for.
+PROVIDERS: dict[str, str] = {
+    "openai": "gen_ai.providers.openai:OpenAICodec",
+}
+
+# Options that belong to the Client (transport, retries); everything else goes to the codec.
+_CLIENT_OPTIONS = ("max_retries", "timeout", "schema_retries", "max_connections")
+
+
+def create_client(
+    provider: str = "openai",
+    api_key: str | None = None,
+    endpoint: str | None = None,
+    model_name: str | None = None,
+    **options: Any,
+) -> Client:
+    """Build a client for ``provider``.
+
+    ``api_key`` and ``endpoint`` fall back to the provider's environment variables
+    (``OPENAI_API_KEY`` / ``OPENAI_BASE_URL`` for "openai"). Client options: ``max_retries``
+    (default 2), ``timeout`` (seconds, or a ``(connect, read)`` pair), ``schema_retries``
+    (default 1), ``max_connections`` (async pool size, default 256). Provider options, e.g.
+    ``dialect`` for "openai", are passed to the provider.
+    """
+    if not isinstance(provider, str) or provider.lower() not in PROVIDERS:
+        raise ConfigurationError(
+            f"unknown provider {provider!r}",
+            suggestion=f"Use one of: {', '.join(sorted(PROVIDERS))}.",
+            field="provider",
+        )
+    module_name, class_name = PROVIDERS[provider.lower()].split(":")
+    module = importlib.import_module(module_name)
+    codec_cls = getattr(module, class_name)
+    client_options = {k: options.pop(k) for k in _CLIENT_OPTIONS if k in options}
+    try:
+        codec = codec_cls(api_key=api_key, endpoint=endpoint, model_name=model_name, **options)
+    except TypeError as exc:
+        if "unexpected keyword argument" not in str(exc):
+            raise
+        name = str(exc).rsplit("'", 2)[-2] if "'" in str(exc) else "?"
+        raise ConfigurationError(
+            f"create_client(provider={provider!r}) got an unknown option {name!r}",
+            suggestion="Check the spelling; see docs/ for the options each provider takes.",
+            field=name,
+        ) from None
+    make_transports = getattr(module, "make_transports", None)
+    if make_transports is not None:  # providers that do not speak HTTP (the in-process model)
+        client_options["transport"], client_options["async_transport"] = make_transports(codec)
+    return Client(codec, **client_options)
