@@ -132,6 +132,8 @@ def request_flow(codec: Any, call: Call, deadline: float, max_retries: int,
             if response.status < 300:
                 return codec.parse_response(call, response)
             error = codec.parse_error(response)
+            # Scrub before anything logs it: servers echo keys back in error messages.
+            error.redact(codec.secrets())
             if adaptations < 4 and codec.fallback(call, error):
                 adaptations += 1
                 logger.info("gen_ai: %s rejected a field (%s); adapted the request and sending again",
@@ -139,6 +141,7 @@ def request_flow(codec: Any, call: Call, deadline: float, max_retries: int,
                 continue
         if error.provider is None:
             error.provider = codec.provider
+            error.redact(codec.secrets())
         if not error.retryable or attempt >= max_retries:
             raise error
         delay = backoff_delay(attempt, error.retry_after)

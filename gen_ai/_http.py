@@ -222,6 +222,10 @@ class SyncStreamResponse:
             while True:
                 chunk = read(_CHUNK)
                 if not chunk:
+                    # read1 leaves a fully read Content-Length body "open" (CPython only closes it
+                    # on a read past the end), and the next request on this pooled connection
+                    # would then fail with ResponseNotReady: mark the response finished.
+                    self._resp.close()
                     self._done = True
                     return
                 yield chunk

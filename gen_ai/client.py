@@ -272,6 +272,159 @@ class Client:
         return self._stream(AsyncTextStream, "completion", prompt, max_tokens, temperature, top_p, n, timeout, guided_json,
                             return_error, extra)
 
+    # -- vision -----------------------------------------------------------------------------
+
+    def _vision_messages(self, prompt: Any, image_paths: Any, detail: Any, max_image_side: Any,
+                         max_image_bytes: Any, stream: bool, return_error: bool,
+                         stream_cls: Any) -> tuple[list[dict[str, Any]] | None, Any]:
+        """-> (messages, None), or (None, what the call returns for bad input)."""
+        from .images import vision_messages
+
+        try:
+            return vision_messages(prompt, image_paths, detail=detail, max_image_side=max_image_side,
+                                   max_image_bytes=max_image_bytes), None
+        except GenAIError as exc:
+            error = exc.redact(self._secrets)
+            if not return_error:
+                raise error from None
+            if stream:
+                def fail() -> Call:
+                    raise error
+
+                return None, stream_cls(self, None, True, fail)  # the error lands in stream.error
+            return None, (None, error.to_dict())
+
+    def run_vision_request(self, prompt: Any, image_paths: Any, stream: bool = False, guided_json: Any = None,
+                           return_error: bool = False, max_tokens: int = 256, temperature: float = 0,
+                           top_p: float = 1.0, timeout: float = 30, max_image_side: int | None = None,
+                           detail: str | None = None, max_image_bytes: int = 20 * 1024 * 1024,
+                           **extra: Any) -> Any:
+        """Ask about images. ``prompt`` is text or chat messages; ``image_paths`` a list of local
+        paths, http(s) URLs, data URLs or bytes, attached to the last user message. Every bad
+        image is reported in one InvalidInputError before anything is sent. Returns what
+        ``run_chat_completions`` returns, or its ``TextStream`` with ``stream=True``."""
+        messages, failed = self._vision_messages(prompt, image_paths, detail, max_image_side, max_image_bytes,
+                                                 stream, return_error, TextStream)
+        if messages is None:
+            return failed
+        if stream:
+            return self.run_chat_completions_stream(messages, max_tokens, temperature, top_p, timeout=timeout,
+                                                    guided_json=guided_json, return_error=return_error, **extra)
+        return self.run_chat_completions(messages, max_tokens, temperature, top_p, timeout=timeout,
+                                         guided_json=guided_json, return_error=return_error, **extra)
+
+    async def arun_vision_request(self, prompt: Any, image_paths: Any, stream: bool = False,
+                                  guided_json: Any = None, return_error: bool = False, max_tokens: int = 256,
+                                  temperature: float = 0, top_p: float = 1.0, timeout: float = 30,
+                                  max_image_side: int | None = None, detail: str | None = None,
+                                  max_image_bytes: int = 20 * 1024 * 1024, **extra: Any) -> Any:
+        """Async twin of ``run_vision_request``; with ``stream=True`` it returns an
+        ``AsyncTextStream`` (``async for delta in await client.arun_vision_request(...)``)."""
+        messages, failed = self._vision_messages(prompt, image_paths, detail, max_image_side, max_image_bytes,
+                                                 stream, return_error, AsyncTextStream)
+        if messages is None:
+            return failed
+        if stream:
+            return self.arun_chat_completions_stream(messages, max_tokens, temperature, top_p, timeout=timeout,
+                                                     guided_json=guided_json, return_error=return_error,
+                                                     **extra)
+        return await self.arun_chat_completions(messages, max_tokens, temperature, top_p, timeout=timeout,
+                                                guided_json=guided_json, return_error=return_error, **extra)
+
+    # -- batch ------------------------------------------------------------------------------
+    # Thin delegations to gen_ai.batch (imported on first use); see docs/batch.md.
+
+    def run_chat_completions_batch(self, messages_list: list[list[dict[str, Any]]], max_tokens: int = 256,
+                                   temperature: float = 0, top_p: float = 1.0, n: int = 1,
+                                   timeout: float = 60, guided_json: Any = None, concurrent: bool = True,
+                                   max_concurrent: int = 5, return_error: bool = False, progress: Any = None,
+                                   requests_per_minute: float | None = None,
+                                   tokens_per_minute: float | None = None, **extra: Any) -> Any:
+        """Many chat completions. Returns a ``BatchResults`` list in input order (``None`` for a
+        failed item; ``.errors``, ``.stats``); ``(results, errors)`` with ``return_error=True``."""
+        from .batch import run_batch
+
+        return run_batch(self, "chat", messages_list, max_tokens=max_tokens, temperature=temperature,
+                         top_p=top_p, n=n, timeout=timeout, guided_json=guided_json, concurrent=concurrent,
+                         max_concurrent=max_concurrent, return_error=return_error, progress=progress,
+                         requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute,
+                         **extra)
+
+    async def arun_chat_completions_batch(self, messages_list: list[list[dict[str, Any]]],
+                                          max_tokens: int = 256, temperature: float = 0, top_p: float = 1.0,
+                                          n: int = 1, timeout: float = 60, guided_json: Any = None,
+                                          concurrent: bool = True, max_concurrent: int = 5,
+                                          return_error: bool = False, progress: Any = None,
+                                          requests_per_minute: float | None = None,
+                                          tokens_per_minute: float | None = None, **extra: Any) -> Any:
+        from .batch import arun_batch
+
+        return await arun_batch(self, "chat", messages_list, max_tokens=max_tokens, temperature=temperature,
+                                top_p=top_p, n=n, timeout=timeout, guided_json=guided_json,
+                                concurrent=concurrent, max_concurrent=max_concurrent,
+                                return_error=return_error, progress=progress,
+                                requests_per_minute=requests_per_minute,
+                                tokens_per_minute=tokens_per_minute, **extra)
+
+    def run_completions_batch(self, prompts: list[str], max_tokens: int = 256, temperature: float = 0,
+                              top_p: float = 1.0, n: int = 1, timeout: float = 60, guided_json: Any = None,
+                              concurrent: bool = True, max_concurrent: int = 5, return_error: bool = False,
+                              progress: Any = None, requests_per_minute: float | None = None,
+                              tokens_per_minute: float | None = None, **extra: Any) -> Any:
+        """Many text completions; same parameters and results as ``run_chat_completions_batch``."""
+        from .batch import run_batch
+
+        return run_batch(self, "completion", prompts, max_tokens=max_tokens, temperature=temperature,
+                         top_p=top_p, n=n, timeout=timeout, guided_json=guided_json, concurrent=concurrent,
+                         max_concurrent=max_concurrent, return_error=return_error, progress=progress,
+                         requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute,
+                         **extra)
+
+    async def arun_completions_batch(self, prompts: list[str], max_tokens: int = 256, temperature: float = 0,
+                                     top_p: float = 1.0, n: int = 1, timeout: float = 60,
+                                     guided_json: Any = None, concurrent: bool = True, max_concurrent: int = 5,
+                                     return_error: bool = False, progress: Any = None,
+                                     requests_per_minute: float | None = None,
+                                     tokens_per_minute: float | None = None, **extra: Any) -> Any:
+        from .batch import arun_batch
+
+        return await arun_batch(self, "completion", prompts, max_tokens=max_tokens, temperature=temperature,
+                                top_p=top_p, n=n, timeout=timeout, guided_json=guided_json,
+                                concurrent=concurrent, max_concurrent=max_concurrent,
+                                return_error=return_error, progress=progress,
+                                requests_per_minute=requests_per_minute,
+                                tokens_per_minute=tokens_per_minute, **extra)
+
+    # The name the original documentation used.
+    generate_batch_response = run_completions_batch
+    agenerate_batch_response = arun_completions_batch
+
+    def run_batch_file(self, input: Any, output: Any, *, max_concurrent: int = 16, timeout: float = 60,
+                       max_tokens: int = 256, progress: Any = None, requests_per_minute: float | None = None,
+                       tokens_per_minute: float | None = None, retry_failed: bool = True,
+                       use_body_model: bool = False, fsync: bool = False) -> Any:
+        """Run an OpenAI Batch API JSONL file into an OpenAI batch output JSONL file; rerun the
+        same call to resume after a crash. Returns the run's ``BatchStats``."""
+        from .batch import run_batch_file
+
+        return run_batch_file(self, input, output, max_concurrent=max_concurrent, timeout=timeout,
+                              max_tokens=max_tokens, progress=progress, requests_per_minute=requests_per_minute,
+                              tokens_per_minute=tokens_per_minute, retry_failed=retry_failed,
+                              use_body_model=use_body_model, fsync=fsync)
+
+    async def arun_batch_file(self, input: Any, output: Any, *, max_concurrent: int = 16, timeout: float = 60,
+                              max_tokens: int = 256, progress: Any = None,
+                              requests_per_minute: float | None = None, tokens_per_minute: float | None = None,
+                              retry_failed: bool = True, use_body_model: bool = False,
+                              fsync: bool = False) -> Any:
+        from .batch import arun_batch_file
+
+        return await arun_batch_file(self, input, output, max_concurrent=max_concurrent, timeout=timeout,
+                                     max_tokens=max_tokens, progress=progress,
+                                     requests_per_minute=requests_per_minute,
+                                     tokens_per_minute=tokens_per_minute, retry_failed=retry_failed,
+                                     use_body_model=use_body_model, fsync=fsync)
+
     # -- lifecycle --------------------------------------------------------------------------
 
     def close(self) -> None:

@@ -14,6 +14,11 @@ from .errors import ConfigurationError
 # provider name -> "module:CodecClass". Modules are imported only when that provider is asked for.
 PROVIDERS: dict[str, str] = {
     "openai": "gen_ai.providers.openai:OpenAICodec",
+    "local": "gen_ai.providers.local:LocalCodec",
+    "azure": "gen_ai.providers.azure:AzureCodec",
+    "bedrock": "gen_ai.providers.bedrock:BedrockCodec",
+    "anthropic": "gen_ai.providers.anthropic:AnthropicCodec",
+    "gemini": "gen_ai.providers.gemini:GeminiCodec",
 }
 
 # Options that belong to the Client (transport, retries); everything else goes to the codec.

@@ -117,7 +117,10 @@ class FaultServer:
         if step.chunks is None:
             handler.send_header("Content-Length", str(len(step.body)))
             handler.end_headers()
-            handler.wfile.write(step.body)
+            try:
+                handler.wfile.write(step.body)
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout tests)
+                handler.close_connection = True
             return
         handler.send_header("Connection", "close")
         handler.end_headers()

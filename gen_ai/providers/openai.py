@@ -155,6 +155,12 @@ class OpenAICodec(Codec):
                 "json_schema": {"name": schema.name, "schema": schema.json_schema, "strict": self.strict_schema},
             }
         elif dialect == "json_object":
+            if call.kind == "completion":
+                # llama-cpp-python's /completions ignores response_format; it takes a GBNF grammar.
+                grammar = _gbnf(schema.json_schema)
+                if grammar is not None:
+                    body["grammar"] = grammar
+                    return
             body["response_format"] = {"type": "json_object", "schema": schema.json_schema}
         elif dialect == "guided_json":
             body["guided_json"] = schema.json_schema
@@ -213,6 +219,16 @@ class OpenAICodec(Codec):
 
     def stream_parser(self, call: Call, headers: Mapping[str, str]) -> StreamParser:
         return OpenAIStreamParser(call.kind, self.provider, headers)
+
+
+def _gbnf(json_schema: dict[str, Any]) -> str | None:
+    """A GBNF grammar for the schema, when llama-cpp-python is importable here; else None
+    (the answer is then only validated client-side)."""
+    try:
+        from llama_cpp.llama_grammar import json_schema_to_gbnf
+    except ImportError:
+        return None
+    return str(json_schema_to_gbnf(json.dumps(json_schema)))
 
 
 def completion_from_json(data: Any, kind: str, response: RawResponse, provider: str) -> Completion:

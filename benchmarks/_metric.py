@@ -1,0 +1,399 @@
+"""One benchmark measurement, run by run.py in the library's own venv as a fresh process.
+
+    python _metric.py METRIC LIB BASE_URL [options as JSON]
+
+Prints exactly one JSON line on stdout. Only the library under test is imported, so peers'
+imports never pollute each other's timings or memory.
+
+METRIC: seq | async | stream | batch | batch_file
+LIB:    gen_ai | openai | litellm | aisuite | anyllm | raw_httpclient | raw_httpx | raw_aiohttp
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from typing import Any, Callable
+
+MODEL = "bench"
+MESSAGES = [{"role": "user", "content": "Say hello."}]
+MAX_TOKENS = 16
+API_KEY = "sk-bench-not-a-real-key"
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def _body(stream: bool = False) -> bytes:
+    body: dict[str, Any] = {"model": MODEL, "messages": MESSAGES, "max_tokens": MAX_TOKENS}
+    if stream:
+        body["stream"] = True
+    return json.dumps(body).encode()
+
+
+_HEADERS = {"Content-Type": "application/json", "Authorization": f"Bearer {API_KEY}"}
+
+
+# ------------------------------------------------------------------------------------------
+# Sequential: one client, N calls in a loop. make_call(lib, base) -> zero-arg callable -> text
+# ------------------------------------------------------------------------------------------
+
+
+def make_sync_call(lib: str, base: str) -> tuple[Callable[[], str], Callable[[], None]]:
+    if lib == "gen_ai":
+        from gen_ai import create_client
+
+        client = create_client("openai", api_key=API_KEY, endpoint=base, model_name=MODEL)
+        return (lambda: client.run_chat_completions(MESSAGES, max_tokens=MAX_TOKENS)), client.close
+    if lib == "openai":
+        from openai import OpenAI
+
+        oc = OpenAI(api_key=API_KEY, base_url=base)
+        return (lambda: oc.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS)
+                .choices[0].message.content), oc.close
+    if lib == "litellm":
+        import litellm
+
+        return (lambda: litellm.completion(model=f"openai/{MODEL}", messages=MESSAGES, max_tokens=MAX_TOKENS,
+                                           api_base=base, api_key=API_KEY).choices[0].message.content), _noop
+    if lib == "aisuite":
+        import aisuite
+
+        ac = aisuite.Client({"openai": {"api_key": API_KEY, "base_url": base}})
+        return (lambda: ac.chat.completions.create(model=f"openai:{MODEL}", messages=MESSAGES,
+                                                   max_tokens=MAX_TOKENS).choices[0].message.content), _noop
+    if lib == "anyllm":
+        from any_llm import AnyLLM
+
+        llm = AnyLLM.create("openai", api_key=API_KEY, api_base=base)
+        return (lambda: llm.completion(model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS)
+                .choices[0].message.content), _noop
+    if lib == "raw_httpclient":
+        import http.client
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(base)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port)
+        path = parts.path + "/chat/completions"
+
+        def call() -> str:
+            conn.request("POST", path, body=_body(), headers=_HEADERS)
+            return json.loads(conn.getresponse().read())["choices"][0]["message"]["content"]
+
+        return call, conn.close
+    if lib == "raw_httpx":
+        import httpx
+
+        hc = httpx.Client()
+        url = base + "/chat/completions"
+        return (lambda: json.loads(hc.post(url, content=_body(), headers=_HEADERS).content)
+                ["choices"][0]["message"]["content"]), hc.close
+    raise SystemExit(f"unknown lib {lib}")
+
+
+def _noop() -> None:
+    pass
+
+
+def run_seq(lib: str, base: str, opts: dict[str, Any]) -> dict[str, Any]:
+    call, close = make_sync_call(lib, base)
+    for _ in range(opts.get("warmup", 50)):
+        call()
+    n = opts["calls"]
+    start = time.perf_counter()
+    for _ in range(n):
+        text = call()
+    elapsed = time.perf_counter() - start
+    assert text, "empty answer"
+    close()
+    return {"value": n / elapsed, "calls": n, "seconds": elapsed, "rss_mb": _peak_rss_mb()}
+
+
+# ------------------------------------------------------------------------------------------
+# Async: N calls, `concurrency` workers over one client
+# ------------------------------------------------------------------------------------------
+
+
+async def _make_async_call(lib: str, base: str, concurrency: int) -> tuple[Any, Any]:
+    if lib == "gen_ai":
+        from gen_ai import create_client
+
+        client = create_client("openai", api_key=API_KEY, endpoint=base, model_name=MODEL,
+                               max_connections=concurrency)
+        return (lambda: client.arun_chat_completions(MESSAGES, max_tokens=MAX_TOKENS)), client.aclose
+    if lib == "openai":
+        from openai import AsyncOpenAI
+
+        oc = AsyncOpenAI(api_key=API_KEY, base_url=base)
+
+        async def call() -> str:
+            r = await oc.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS)
+            return r.choices[0].message.content
+
+        return call, oc.close
+    if lib == "litellm":
+        import litellm
+
+        async def call() -> str:
+            r = await litellm.acompletion(model=f"openai/{MODEL}", messages=MESSAGES, max_tokens=MAX_TOKENS,
+                                          api_base=base, api_key=API_KEY)
+            return r.choices[0].message.content
+
+        return call, None
+    if lib == "anyllm":
+        from any_llm import AnyLLM
+
+        llm = AnyLLM.create("openai", api_key=API_KEY, api_base=base)
+
+        async def call() -> str:
+            r = await llm.acompletion(model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS)
+            return r.choices[0].message.content
+
+        return call, None
+    if lib == "raw_aiohttp":
+        import aiohttp
+
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency))
+        url = base + "/chat/completions"
+
+        async def call() -> str:
+            async with session.post(url, data=_body(), headers=_HEADERS) as r:
+                return json.loads(await r.read())["choices"][0]["message"]["content"]
+
+        return call, session.close
+    if lib == "raw_httpx":
+        import httpx
+
+        ac = httpx.AsyncClient(limits=httpx.Limits(max_connections=concurrency,
+                                                   max_keepalive_connections=concurrency))
+        url = base + "/chat/completions"
+
+        async def call() -> str:
+            r = await ac.post(url, content=_body(), headers=_HEADERS)
+            return json.loads(r.content)["choices"][0]["message"]["content"]
+
+        return call, ac.aclose
+    raise SystemExit(f"unknown lib {lib}")
+
+
+def run_async(lib: str, base: str, opts: dict[str, Any]) -> dict[str, Any]:
+    import asyncio
+
+    n, concurrency = opts["calls"], opts["concurrency"]
+
+    async def main() -> dict[str, Any]:
+        call, close = await _make_async_call(lib, base, concurrency)
+        await asyncio.gather(*(call() for _ in range(min(concurrency, 64))))  # warm-up, open connections
+        remaining = n
+        failures = 0
+
+        async def worker() -> None:
+            nonlocal remaining, failures
+            while remaining > 0:
+                remaining -= 1
+                if not await call():
+                    failures += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+        if close is not None:
+            await close()
+        return {"value": n / elapsed, "calls": n, "seconds": elapsed, "failures": failures}
+
+    result = asyncio.run(main())
+    result["rss_mb"] = _peak_rss_mb()
+    return result
+
+
+# ------------------------------------------------------------------------------------------
+# Streaming: the 2,000-chunk SSE stream, deltas/s and time to first delta
+# ------------------------------------------------------------------------------------------
+
+
+def _stream_iter(lib: str, base: str) -> Callable[[], Any]:
+    """Returns a function that starts one stream and returns an iterator of text deltas."""
+    if lib == "gen_ai":
+        from gen_ai import create_client
+
+        client = create_client("openai", api_key=API_KEY, endpoint=base, model_name=MODEL)
+        return lambda: iter(client.run_chat_completions_stream(MESSAGES, max_tokens=MAX_TOKENS))
+    if lib == "openai":
+        from openai import OpenAI
+
+        oc = OpenAI(api_key=API_KEY, base_url=base)
+
+        def gen() -> Any:
+            for chunk in oc.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS,
+                                                    stream=True):
+                if chunk.choices and chunk.choices[0].delta.content:
+                    yield chunk.choices[0].delta.content
+
+        return gen
+    if lib == "litellm":
+        import litellm
+
+        def gen() -> Any:
+            for chunk in litellm.completion(model=f"openai/{MODEL}", messages=MESSAGES, max_tokens=MAX_TOKENS,
+                                            api_base=base, api_key=API_KEY, stream=True):
+                if chunk.choices and chunk.choices[0].delta.content:
+                    yield chunk.choices[0].delta.content
+
+        return gen
+    if lib == "anyllm":
+        from any_llm import AnyLLM
+
+        llm = AnyLLM.create("openai", api_key=API_KEY, api_base=base)
+
+        def gen() -> Any:
+            for chunk in llm.completion(model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS, stream=True):
+                if chunk.choices and chunk.choices[0].delta.content:
+                    yield chunk.choices[0].delta.content
+
+        return gen
+    if lib == "raw_httpclient":
+        import http.client
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(base)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port)
+        path = parts.path + "/chat/completions"
+
+        def gen() -> Any:
+            conn.request("POST", path, body=_body(stream=True), headers=_HEADERS)
+            resp = conn.getresponse()
+            buf = b""
+            loads = json.loads
+            while True:
+                chunk = resp.read1(65536)
+                if not chunk:
+                    resp.close()  # read1 does not mark a Content-Length body done; the next request needs it
+                    break
+                lines = (buf + chunk).split(b"\n")
+                buf = lines.pop()
+                for line in lines:
+                    if line.startswith(b"data: ") and line != b"data: [DONE]":
+                        choices = loads(line[6:])["choices"]
+                        if choices:
+                            text = choices[0]["delta"].get("content")
+                            if text:
+                                yield text
+
+        return gen
+    raise SystemExit(f"unknown lib {lib}")
+
+
+def run_stream(lib: str, base: str, opts: dict[str, Any]) -> dict[str, Any]:
+    start_stream = _stream_iter(lib, base)
+    for _ in range(opts.get("warmup", 1)):
+        for _ in start_stream():
+            pass
+    rates, ttfds = [], []
+    deltas = 0
+    total = 0.0
+    for _ in range(opts["streams"]):
+        start = time.perf_counter()
+        first = None
+        deltas = 0
+        for _ in start_stream():
+            if first is None:
+                first = time.perf_counter() - start
+            deltas += 1
+        elapsed = time.perf_counter() - start
+        total += elapsed
+        rates.append(deltas / elapsed)
+        ttfds.append(first or 0.0)
+    rates.sort()
+    ttfds.sort()
+    return {"value": rates[len(rates) // 2], "ttfd_ms": ttfds[len(ttfds) // 2] * 1000, "deltas": deltas,
+            "streams": opts["streams"], "seconds": total, "rss_mb": _peak_rss_mb()}
+
+
+# ------------------------------------------------------------------------------------------
+# gen_ai's batch API (issue 5), in memory and file-based
+# ------------------------------------------------------------------------------------------
+
+
+def _supported(fn: Any, **wanted: Any) -> dict[str, Any]:
+    import inspect
+
+    # Only names the method declares: gen_ai's **extra would send the rest to the server.
+    params = inspect.signature(fn).parameters
+    return {k: v for k, v in wanted.items() if k in params}
+
+
+def run_batch(lib: str, base: str, opts: dict[str, Any]) -> dict[str, Any]:
+    from gen_ai import Client, create_client
+
+    if not hasattr(Client, "run_chat_completions_batch"):
+        return {"skipped": "gen_ai has no run_chat_completions_batch yet"}
+    n, concurrency = opts["calls"], opts["concurrency"]
+    client = create_client("openai", api_key=API_KEY, endpoint=base, model_name=MODEL)
+    kwargs = _supported(client.run_chat_completions_batch, max_tokens=MAX_TOKENS, max_concurrent=concurrency,
+                        progress=False, return_error=True)
+    client.run_chat_completions_batch([MESSAGES] * 64, **kwargs)  # warm-up: imports, connections
+    start = time.perf_counter()
+    out = client.run_chat_completions_batch([MESSAGES] * n, **kwargs)
+    elapsed = time.perf_counter() - start
+    results, errors = out if kwargs.get("return_error") else (out, [None] * n)
+    failures = sum(1 for e in errors if e is not None)
+    assert len(results) == n
+    client.close()
+    return {"value": n / elapsed, "calls": n, "seconds": elapsed, "failures": failures,
+            "rss_mb": _peak_rss_mb()}
+
+
+def run_batch_file(lib: str, base: str, opts: dict[str, Any]) -> dict[str, Any]:
+    import tempfile
+
+    from gen_ai import Client, create_client
+
+    if not hasattr(Client, "run_batch_file"):
+        return {"skipped": "gen_ai has no run_batch_file yet"}
+    n, concurrency = opts["calls"], opts["concurrency"]
+    client = create_client("openai", api_key=API_KEY, endpoint=base, model_name=MODEL)
+    tmp = tempfile.mkdtemp(prefix="gen_ai_bench_")
+    line_body = {"model": MODEL, "messages": MESSAGES, "max_tokens": MAX_TOKENS}
+
+    def write_input(path: str, count: int) -> None:
+        with open(path, "w") as f:
+            for i in range(count):
+                f.write(json.dumps({"custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions",
+                                    "body": line_body}) + "\n")
+
+    kwargs = _supported(client.run_batch_file, max_concurrent=concurrency, progress=False)
+    warm_in, warm_out = os.path.join(tmp, "warm.jsonl"), os.path.join(tmp, "warm.out.jsonl")
+    write_input(warm_in, 64)
+    client.run_batch_file(warm_in, warm_out, **kwargs)
+    inp, outp = os.path.join(tmp, "in.jsonl"), os.path.join(tmp, "out.jsonl")
+    write_input(inp, n)
+    start = time.perf_counter()
+    client.run_batch_file(inp, outp, **kwargs)
+    elapsed = time.perf_counter() - start
+    with open(outp) as f:
+        lines = [json.loads(line) for line in f if line.strip()]
+    failures = sum(1 for rec in lines if rec.get("error") or (rec.get("response") or {}).get("status_code") != 200)
+    client.close()
+    for name in os.listdir(tmp):
+        os.unlink(os.path.join(tmp, name))
+    os.rmdir(tmp)
+    return {"value": n / elapsed, "calls": n, "seconds": elapsed, "failures": failures + (n - len(lines)),
+            "rss_mb": _peak_rss_mb()}
+
+
+METRICS = {"seq": run_seq, "async": run_async, "stream": run_stream, "batch": run_batch,
+           "batch_file": run_batch_file}
+
+
+if __name__ == "__main__":
+    metric, lib, base = sys.argv[1], sys.argv[2], sys.argv[3]
+    opts = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
+    import logging
+
+    logging.basicConfig(level=logging.ERROR)  # keep peers' per-call INFO logging out of the timing
+    result = METRICS[metric](lib, base, opts)
+    sys.stdout.write(json.dumps(result) + "\n")
