@@ -215,7 +215,7 @@ def call_flow(codec: Any, call: Call, max_retries: int, observer: Observer | Non
     latency = time.perf_counter() - start
     results = [
         ChatResult(texts[i], finish_reason=reasons[i], usage=usage, model=completion.model,
-                   raw=completion.raw, latency=latency, id=completion.id, index=i,
+                   raw=completion.raw, latency=latency, id=completion.id, choice_index=i,
                    parsed=parsed[i], tool_calls=tool_calls[i])
         for i in range(len(texts))
     ]

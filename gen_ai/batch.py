@@ -31,14 +31,14 @@ items one by one on the sync client instead (same rate limits and pauses).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
 import sys
 import time
 from collections import deque
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from . import _core
 from .errors import GenAIError, InvalidInputError
@@ -65,8 +65,20 @@ class BatchStats:
     the retried ones; ``rate_limited`` the 429 answers that were retried; ``min_concurrency``
     the lowest in-flight limit the adaptive limiter went down to."""
 
-    __slots__ = ("items", "succeeded", "failed", "skipped", "requests", "retries", "rate_limited",
-                 "prompt_tokens", "completion_tokens", "total_tokens", "elapsed", "min_concurrency")
+    __slots__ = (
+        "completion_tokens",
+        "elapsed",
+        "failed",
+        "items",
+        "min_concurrency",
+        "prompt_tokens",
+        "rate_limited",
+        "requests",
+        "retries",
+        "skipped",
+        "succeeded",
+        "total_tokens",
+    )
 
     def __init__(self, items: int = 0) -> None:
         self.items = items
@@ -118,7 +130,7 @@ class BatchProgress:
     """What a ``progress=callable`` hook receives (at most every 0.2 s, and once at the end).
     ``done`` counts finished items, failed and (batch files) already-done ones included."""
 
-    __slots__ = ("total", "done", "failed", "skipped", "elapsed", "rate", "eta", "stats", "finished")
+    __slots__ = ("done", "elapsed", "eta", "failed", "finished", "rate", "skipped", "stats", "total")
 
     def __init__(self, total: int, stats: BatchStats, elapsed: float, finished: bool) -> None:
         self.total = total
@@ -211,7 +223,7 @@ class _Bucket:
     negative) and waits out the deficit, so waiters are served in order without polling.
     Holding one second's worth keeps the rate smooth instead of a minute's burst at once."""
 
-    __slots__ = ("rate", "capacity", "level", "stamp")
+    __slots__ = ("capacity", "level", "rate", "stamp")
 
     def __init__(self, per_minute: float) -> None:
         self.rate = per_minute / 60.0
@@ -297,6 +309,8 @@ class _Gate(_core.Observer):
         if self.active < self.limit and not self.waiters:
             self.active += 1
         else:
+            import asyncio
+
             waiter = asyncio.get_running_loop().create_future()
             self.waiters.append(waiter)
             try:
@@ -313,6 +327,8 @@ class _Gate(_core.Observer):
         try:
             delay = self.reserve(cost)
             if delay > 0:
+                import asyncio
+
                 await asyncio.sleep(delay)
             await self.wait_pause()
         except BaseException:
@@ -320,6 +336,8 @@ class _Gate(_core.Observer):
             raise
 
     async def wait_pause(self) -> None:
+        import asyncio
+
         while True:
             left = self.pause_until - time.monotonic()
             if left <= 0:
@@ -355,7 +373,7 @@ class _WorkerTransport:
     for the rate limit does not eat into the item's ``timeout``); later sends (retries, ``n``
     top-ups, guided_json re-asks) take a slot each."""
 
-    __slots__ = ("gate", "inner", "cost", "debited", "admitted")
+    __slots__ = ("admitted", "cost", "debited", "gate", "inner")
 
     def __init__(self, gate: _Gate, inner: Any) -> None:
         self.gate = gate
@@ -387,7 +405,7 @@ class _WorkerTransport:
 class _SyncWorkerTransport:
     """The ``concurrent=False`` twin: waits for the rate limits and pauses, then sends."""
 
-    __slots__ = ("gate", "inner", "cost", "debited")
+    __slots__ = ("cost", "debited", "gate", "inner")
 
     def __init__(self, gate: _Gate, inner: Any) -> None:
         self.gate = gate
@@ -471,6 +489,8 @@ class _Engine:
 
     async def run_async(self, items: Iterator[tuple[Any, Any]], build: BuildCall, on_done: OnDone,
                         transport: Any) -> None:
+        import asyncio
+
         workers = [asyncio.ensure_future(self._worker(items, build, on_done, transport))
                    for _ in range(self.max_concurrent)]
         try:
@@ -544,6 +564,8 @@ def _check_max_concurrent(value: Any) -> int:
 
 def _run_in_private_loop(make_coro: Callable[[], Any]) -> Any:
     """Run a coroutine to completion from sync code, even when this thread already runs a loop."""
+    import asyncio
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -605,8 +627,9 @@ def _list_batch_setup(client: Any, kind: str, inputs: Any, max_tokens: Any, temp
     errors: list[dict[str, Any] | None] = [None] * len(items)
 
     def build(source: Any) -> Call:
-        return client._call(kind, source, max_tokens, temperature, top_p, n, timeout, guided_json,
-                            schema_retries, False, dict(extra))
+        call: Call = client._call(kind, source, max_tokens, temperature, top_p, n, timeout, guided_json,
+                                  schema_retries, False, dict(extra))
+        return call
 
     def on_done(index: int, source: Any, result: Any, error: dict[str, Any] | None) -> None:
         results[index] = result
@@ -840,8 +863,10 @@ def _call_from_body(client: Any, kind: str, body: dict[str, Any], timeout: float
     n = body.pop("n", None)
     if use_body_model and model:
         body["model"] = model
-    return client._call(kind, source, max_tokens, 0 if temperature is None else temperature,
-                        1.0 if top_p is None else top_p, 1 if n is None else n, timeout, None, None, False, body)
+    call: Call = client._call(kind, source, max_tokens, 0 if temperature is None else temperature,
+                              1.0 if top_p is None else top_p, 1 if n is None else n, timeout, None, None,
+                              False, body)
+    return call
 
 
 def _response_body(result: Any, kind: str, model: str | None) -> dict[str, Any]:
@@ -901,10 +926,22 @@ class _Writer:
     """Appends one result line per ``os.write`` (no user-space buffer to lose on kill -9)."""
 
     def __init__(self, path: str, fsync: bool) -> None:
+        self.path = path
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         _lock(self.fd, path)
         self.fsync = fsync
         self._next_sync = 0.0
+
+    def reopen(self) -> None:
+        """After recovery replaced the file: write to (and lock) the new one."""
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            _lock(fd, self.path)
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(self.fd)
+        self.fd = fd
 
     def write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -939,7 +976,9 @@ def _file_batch_setup(client: Any, input_path: Any, output_path: Any, max_concur
         raise InvalidInputError("the output file is the input file", field="output")
     writer = _Writer(output_path, fsync)  # locked before recovery: two runs never interleave
     try:
-        done, _ = _recover_output(output_path, retry_failed)
+        done, dropped = _recover_output(output_path, retry_failed)
+        if dropped:
+            writer.reopen()
     except BaseException:
         writer.close()
         raise
@@ -966,10 +1005,11 @@ def run_batch_file(client: Any, input: Any, output: Any, *, max_concurrent: int 
                    use_body_model: bool = False, fsync: bool = False) -> BatchStats:
     """Run an OpenAI Batch API input file and append results to ``output``; resumable.
     See ``docs/batch.md``. Returns the ``BatchStats`` of this run."""
-    return _run_in_private_loop(lambda: arun_batch_file(
+    stats: BatchStats = _run_in_private_loop(lambda: arun_batch_file(
         client, input, output, max_concurrent=max_concurrent, timeout=timeout, max_tokens=max_tokens,
         progress=progress, requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute,
         retry_failed=retry_failed, use_body_model=use_body_model, fsync=fsync, _private=True))
+    return stats
 
 
 async def arun_batch_file(client: Any, input: Any, output: Any, *, max_concurrent: int = 16,
@@ -995,7 +1035,8 @@ async def arun_batch_file(client: Any, input: Any, output: Any, *, max_concurren
     stats.elapsed = time.monotonic() - start
     if prog.active:
         prog.update(finished=True)
-    return stats
+    final: BatchStats = stats
+    return final
 
 
 # --------------------------------------------------------------------------------------------
@@ -1004,25 +1045,29 @@ async def arun_batch_file(client: Any, input: Any, output: Any, *, max_concurren
 
 
 def add_cli_arguments(parser: Any) -> None:
-    """The options of ``gen-ai batch`` (shared by ``gen_ai.cli`` and ``python -m gen_ai.batch``)."""
+    """The options of ``gen-ai batch`` (the model, ``--timeout`` and ``--max-retries`` come from
+    the CLI's shared client options)."""
     parser.add_argument("input", help="input JSONL in the OpenAI Batch API format")
-    parser.add_argument("output", help="output JSONL (appended to; rerun to resume)")
-    parser.add_argument("--max-concurrent", type=int, default=16, help="requests in flight (default 16)")
-    parser.add_argument("--requests-per-minute", type=float, default=None)
-    parser.add_argument("--tokens-per-minute", type=float, default=None)
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request, retries included")
-    parser.add_argument("--max-tokens", type=int, default=256, help="when a body has none (default 256)")
-    parser.add_argument("--no-retry-failed", action="store_true",
-                        help="on a rerun, keep earlier error lines instead of retrying them")
-    parser.add_argument("--use-body-model", action="store_true",
-                        help="send each body's model instead of the client's model")
-    parser.add_argument("--fsync", action="store_true", help="fsync the output about once a second")
-    parser.add_argument("--no-progress", action="store_true", help="never draw the progress bar")
+    parser.add_argument("output", help="output JSONL in the OpenAI batch output format; appended to, "
+                                       "rerun the same command to resume")
+    g = parser.add_argument_group("batch")
+    g.add_argument("-c", "--max-concurrent", type=int, default=16, metavar="N",
+                   help="requests in flight (default: 16)")
+    g.add_argument("--requests-per-minute", type=float, default=None, metavar="N")
+    g.add_argument("--tokens-per-minute", type=float, default=None, metavar="N")
+    g.add_argument("--max-tokens", type=int, default=256, metavar="N",
+                   help="for bodies without max_tokens (default: 256)")
+    g.add_argument("--no-retry-failed", action="store_true",
+                   help="on a rerun, keep earlier error lines instead of retrying those requests")
+    g.add_argument("--use-body-model", action="store_true",
+                   help="send each body's model instead of --model")
+    g.add_argument("--fsync", action="store_true", help="fsync the output about once a second")
+    g.add_argument("--no-progress", action="store_true", help="never draw the progress bar")
 
 
 def run_cli(client: Any, args: Any) -> int:
-    """Run ``gen-ai batch`` with parsed ``args``; returns the exit status (1 if any item failed,
-    2 for a bad input file)."""
+    """Run ``gen-ai batch`` with parsed ``args``. Exit status: 0 all done, 1 some requests
+    failed (rerun to retry them), 2 a bad input file or option (nothing sent)."""
     try:
         stats = run_batch_file(client, args.input, args.output, max_concurrent=args.max_concurrent,
                                timeout=args.timeout, max_tokens=args.max_tokens,
@@ -1032,39 +1077,13 @@ def run_cli(client: Any, args: Any) -> int:
                                retry_failed=not args.no_retry_failed,
                                use_body_model=args.use_body_model, fsync=args.fsync)
     except BatchInputError as exc:
-        print(f"gen-ai batch: {exc.message}", file=sys.stderr)
+        sys.stderr.write(f"gen-ai: error: {exc.message}\n")
         for line, message in exc.problems:
-            print(f"  line {line}: {message}", file=sys.stderr)
+            sys.stderr.write(f"  line {line}: {message}\n")
         return 2
-    except InvalidInputError as exc:
-        print(f"gen-ai batch: {exc}", file=sys.stderr)
-        return 2
-    print(f"gen-ai batch: {stats.succeeded} succeeded, {stats.failed} failed, {stats.skipped} already done; "
-          f"{stats.requests} requests, {stats.retries} retries, {stats.total_tokens} tokens, "
-          f"{stats.elapsed:.1f}s", file=sys.stderr)
-    return 1 if stats.failed else 0
-
-
-def cli_main(argv: list[str] | None = None) -> int:
-    """``python -m gen_ai.batch [--provider P --endpoint URL --model M] INPUT OUTPUT``."""
-    import argparse
-
-    from .factory import create_client
-
-    parser = argparse.ArgumentParser(prog="gen-ai batch", description="Run an OpenAI Batch API JSONL file.")
-    parser.add_argument("--provider", default="openai")
-    parser.add_argument("--endpoint", default=None, help="base URL (or the provider's environment variable)")
-    parser.add_argument("--model", default=None, help="model name (or GEN_AI_MODEL)")
-    add_cli_arguments(parser)
-    args = parser.parse_args(argv)
-    client = create_client(provider=args.provider, endpoint=args.endpoint,
-                           model_name=args.model or os.environ.get("GEN_AI_MODEL"))
-    try:
-        return run_cli(client, args)
     finally:
         client.close()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    sys.exit(cli_main())
+    sys.stderr.write(f"gen-ai batch: {stats.succeeded} succeeded, {stats.failed} failed, {stats.skipped} "
+                     f"already done; {stats.requests} requests, {stats.retries} retries, "
+                     f"{stats.total_tokens} tokens, {stats.elapsed:.1f}s\n")
+    return 1 if stats.failed else 0

@@ -23,8 +23,10 @@ import base64
 import binascii
 import logging
 import os
+import stat
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from .errors import ConfigurationError, InvalidInputError
@@ -63,6 +65,7 @@ class _CheckedPart(dict):  # type: ignore[type-arg]
     its URL is still the one that was checked."""
 
     __slots__ = ("checked_url",)
+    checked_url: str
 
 
 def _checked_part(url: str, detail: str | None) -> dict[str, Any]:
@@ -156,9 +159,9 @@ def _read_file(path: Path, max_image_bytes: int, resizing: bool) -> bytes:
         raise _Bad("cannot be read: permission denied") from None
     except OSError as exc:
         raise _Bad(f"cannot be read: {exc.strerror or exc}") from None
-    if path.is_dir():
+    if stat.S_ISDIR(st.st_mode):
         raise _Bad("is a directory, not an image file")
-    if not path.is_file():
+    if not stat.S_ISREG(st.st_mode):
         raise _Bad("is not a regular file")
     # Refuse early without reading a huge file, unless downscaling may bring it under the limit.
     if not resizing and st.st_size > max_image_bytes:
@@ -399,7 +402,7 @@ def _part_source(part: dict[str, Any]) -> tuple[Any, Any]:
                 raise _Bad("image_url has no 'url'")
             return value["url"], value.get("detail", part.get("detail"))
         if value is None:
-            raise _Bad(f"has no 'image_url'; use {{\"type\": \"image_url\", \"image_url\": {{\"url\": ...}}}}")
+            raise _Bad("has no 'image_url'; use {\"type\": \"image_url\", \"image_url\": {\"url\": ...}}")
         return value, part.get("detail")
     # {"type": "image", ...}: a bare source, or Anthropic's {"source": {"type": "base64", ...}}
     source = part.get("source")

@@ -164,14 +164,13 @@ class ChatResult(str):
     so results from concurrent calls never mix.
     """
 
-    text: str
     finish_reason: str | None
     usage: Usage | None
     model: str | None
     raw: Any
     latency: float
     id: str | None
-    index: int
+    choice_index: int
     parsed: Any
     tool_calls: Any
 
@@ -185,7 +184,7 @@ class ChatResult(str):
         raw: Any = None,
         latency: float = 0.0,
         id: str | None = None,
-        index: int = 0,
+        choice_index: int = 0,
         parsed: Any = None,
         tool_calls: Any = None,
     ) -> "ChatResult":
@@ -196,7 +195,7 @@ class ChatResult(str):
         self.raw = raw
         self.latency = latency
         self.id = id
-        self.index = index
+        self.choice_index = choice_index
         self.parsed = parsed
         self.tool_calls = tool_calls
         return self

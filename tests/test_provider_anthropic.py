@@ -14,7 +14,7 @@ import typing
 import pytest
 import typing_extensions
 
-from fault_server import FaultServer, Step
+from fault_server import FaultServer
 from gen_ai.errors import (
     AuthenticationError,
     BadRequestError,
@@ -174,10 +174,6 @@ MESSAGES = [
     {"role": "assistant", "content": "Hello."},
     {"role": "user", "content": "Say hello again."},
 ]
-
-
-class Person(typing.NamedTuple):
-    pass
 
 
 def _person_model():

@@ -14,9 +14,9 @@ import zlib
 from typing import Any
 
 import pytest
-
 from conftest import SPECS
 from fault_server import FaultServer, Step
+
 from gen_ai.errors import (
     AuthenticationError,
     BadRequestError,
@@ -445,7 +445,7 @@ def test_stream_mid_stream_exception_event(server):
     got: list[str] = []
     with pytest.raises(StreamError) as info:
         for delta in stream:
-            got.append(delta)
+            got.append(delta)  # noqa: PERF402 - the loop ends in the exception under test
     assert got == ["partial "]
     assert info.value.error_type == "throttlingException" and info.value.retryable
     assert "Too many tokens" in info.value.message
@@ -596,3 +596,22 @@ def test_bearer_token_never_leaks(server, caplog):
     assert error["type"] == "AuthenticationError" and "***" in error["message"]
     for text in (json.dumps(error), repr(client), caplog.text):
         assert BEARER not in text
+
+
+def test_async_inference_profile_arn_signature(server):
+    """aiohttp must put the signed path on the wire ('/' in an ARN stays %2F)."""
+    arn = "arn:aws:bedrock:us-west-2:123456789012:application-inference-profile/abc123"
+    server.add(200, converse_body("arn ok"))
+
+    async def main() -> Any:
+        client = create_client(provider="bedrock", model_name=arn, region="us-west-2", api_key=AKID,
+                               secret_key=SECRET, session_token=TOKEN, endpoint=f"http://127.0.0.1:{server.port}")
+        try:
+            return await client.arun_chat_completions([{"role": "user", "content": "hi"}], max_tokens=4)
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(main()) == "arn ok"
+    rec = server.requests[0]
+    assert rec.path == "/model/" + arn.replace("/", "%2F") + "/converse"
+    check_sigv4(server, rec)

@@ -17,13 +17,17 @@ import zlib
 from pathlib import Path
 
 import pytest
+from conftest import spec_validator
+from fault_server import FaultServer, chat_body, chat_chunks
 from PIL import Image
 
-from conftest import spec_validator
-from fault_server import chat_body, chat_chunks
-
 from gen_ai import APIStatusError, InvalidInputError, create_client
-from gen_ai.images import DEFAULT_MAX_IMAGE_BYTES, prepare_messages, sniff_media_type, split_data_url
+from gen_ai.images import (
+    DEFAULT_MAX_IMAGE_BYTES,
+    prepare_messages,
+    sniff_media_type,
+    split_data_url,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,6 +79,24 @@ def image_parts_of(body: dict) -> list[dict]:
 def decoded(part: dict) -> tuple[str, bytes]:
     mime, data = split_data_url(part["image_url"]["url"])
     return mime, base64.b64decode(data, validate=True)
+
+
+@pytest.fixture(scope="module")
+def _shared_server():
+    server = FaultServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def fault_server(_shared_server):
+    """One loopback server for the module (closing one costs 0.5 s), emptied for every test."""
+    _shared_server.script.clear()
+    _shared_server.requests.clear()
+    yield _shared_server
+    leftover = list(_shared_server.script)
+    _shared_server.script.clear()
+    assert not leftover, "a scripted answer was never requested"
 
 
 @pytest.fixture
@@ -426,7 +448,8 @@ try:
 except ConfigurationError as exc:
     print("ERR", exc.field, exc)
 """
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                         check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("ERR max_image_side") and "Pillow" in out.stdout and "gen_ai[images]" in out.stdout
 
@@ -438,7 +461,8 @@ import gen_ai.images as images
 images.image_parts([b"GIF89a" + bytes(20)])
 print("PIL" in sys.modules)
 """
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                         check=False)
     assert out.stdout.strip() == "False", out.stderr
 
 
@@ -569,3 +593,14 @@ def test_real_server_is_never_reached_on_bad_input(llama_server, tmp_path):
             c.run_vision_request("Describe.", [tmp_path / "none.png", tmp_path])
         assert "file not found" in info.value.message and "is a directory" in info.value.message
 
+
+
+def test_errors_stay_short_and_never_echo_image_data(fault_server):
+    huge_data_url = "data:image/png;base64," + base64.b64encode(b"not an image " * 50_000).decode()
+    with create_client(provider="openai", endpoint=fault_server.url, model_name="m",
+                       api_key="sk-vision-secret-123456") as c:
+        result, error = c.run_vision_request("x", [huge_data_url, b"\x00" * 100_000], return_error=True)
+    assert result is None
+    assert len(error["message"]) < 600 and "sk-vision-secret" not in str(error)
+    assert "data:image/png;base64,bm90IGFu" in error["message"]  # a short, recognisable prefix
+    assert fault_server.requests == []

@@ -22,7 +22,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 from urllib.parse import quote
 
 from ..errors import ConfigurationError, ContentFilterError, GenAIError
@@ -166,6 +167,8 @@ class AzureCodec(OpenAICodec):
 
     def _parse_error(self, response: RawResponse) -> GenAIError:
         message, error_type, code = error_details(response.body)
+        if error_type is not None and error_type.isdigit():  # Azure's "status": 400, not a type
+            error_type = None
         inner = _inner_error(response.body)
         inner_code = inner.get("code") if isinstance(inner, dict) else None
         if code in _FILTER_CODES or inner_code in _FILTER_CODES:

