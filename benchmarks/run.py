@@ -467,7 +467,7 @@ TITLES = {
 }
 
 
-def report(results: dict[str, Any], quick: bool, pinned: bool) -> str:
+def report(results: dict[str, Any], quick: bool, pinned: bool, note: str | None = None) -> str:
     m = machine()
     vers = versions()
     lines = [
@@ -480,8 +480,11 @@ def report(results: dict[str, Any], quick: bool, pinned: bool) -> str:
         "- versions: " + ", ".join(f"{LIB_LABEL[k]} {v}" for k, v in vers.items()),
         "- each cell: median over runs (best run in brackets); every run is a fresh process. "
         "Ratio columns are gen_ai's advantage: >1 means gen_ai is faster / smaller.",
-        "",
+        "- slower libraries make fewer calls per run (the calls column says how many); rates are per second either way.",
     ]
+    if note:
+        lines.append(f"- note: {note}")
+    lines.append("")
     for metric, res in results.items():
         lines += [f"## {TITLES[metric]}", ""]
         gen = res.get("gen_ai", {})
@@ -502,6 +505,9 @@ def report(results: dict[str, Any], quick: bool, pinned: bool) -> str:
             lines.append("")
             continue
         unit = "deltas/s" if metric == "stream" else "calls/s"
+        if metric in ("batch", "batch_file"):
+            lines += batch_rows(res, results.get("async", {}))
+            continue
         head = f"| library | calls per run | {unit} | gen_ai ratio | peak RSS MB | nginx CPU |"
         if metric == "stream":
             head = (f"| library | streams per run | {unit} | gen_ai ratio | time to first delta ms | "
@@ -522,6 +528,23 @@ def report(results: dict[str, Any], quick: bool, pinned: bool) -> str:
         lines.append("")
     lines += targets(results)
     return "\n".join(lines) + "\n"
+
+
+def batch_rows(res: dict[str, Any], async_res: dict[str, Any]) -> list[str]:
+    """The batch API has no peer: compare it with the async rows (same 20,000 requests at 256)."""
+    peers = [lib for lib in ("raw_aiohttp", "openai", "litellm", "anyllm") if "median" in async_res.get(lib, {})]
+    lines = ["| library | calls per run | calls/s | " + " | ".join(f"vs {LIB_LABEL[p]} (async)" for p in peers)
+             + " | peak RSS MB | nginx CPU |", "|---|---:|---:|" + "---:|" * len(peers) + "---:|---:|"]
+    for lib, e in res.items():
+        if "error" in e or "skipped" in e:
+            lines.append(f"| {LIB_LABEL[lib]} | {e.get('error') or e.get('skipped')} |" + " |" * (len(peers) + 3))
+            continue
+        fail = f" ({e['failures']} failed)" if e.get("failures") else ""
+        cols = [LIB_LABEL[lib], f"{e['calls']:,}{fail}", f"{_fmt(e['median'])} ({_fmt(e['best'])})"]
+        cols += [ratio(e["median"], async_res[p]["median"], True) for p in peers]
+        cols += [f"{e['rss_mb']:.0f}", f"{e['nginx_cpu'] * 100:.0f}%"]
+        lines.append("| " + " | ".join(cols) + " |")
+    return lines + [""]
 
 
 def targets(results: dict[str, Any]) -> list[str]:
@@ -571,6 +594,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=18089)
     parser.add_argument("--output", default=os.path.join(HERE, "results.md"))
     parser.add_argument("--json", help="also write the raw numbers here")
+    parser.add_argument("--note", help="a line to add to results.md (e.g. what else ran on the machine)")
+    parser.add_argument("--from-json", help="only re-render the report from a --json file of an earlier run")
     args = parser.parse_args()
     metrics = args.only.split(",") if args.only else list(PLAN)
     for m in metrics:
@@ -578,6 +603,14 @@ def main() -> None:
             raise SystemExit(f"unknown metric {m!r}; choose from {', '.join(PLAN)}")
     libs = set(args.libs.split(",")) if args.libs else None
     os.makedirs(WORK, exist_ok=True)
+    if args.from_json:
+        with open(args.from_json) as f:
+            saved = json.load(f)
+        text = report(saved, args.quick, (os.cpu_count() or 1) >= 2, args.note)
+        with open(args.output, "w") as f:
+            f.write(text)
+        print(text)
+        return
 
     def on_signal(signum: int, frame: Any) -> None:
         raise SystemExit(128 + signum)
@@ -599,7 +632,7 @@ def main() -> None:
         log(f"measured in {time.monotonic() - start:.0f} s")
     finally:
         stub.stop()
-    text = report(results, args.quick, pin)
+    text = report(results, args.quick, pin, args.note)
     with open(args.output, "w") as f:
         f.write(text)
     if args.json:

@@ -13,9 +13,7 @@ import logging
 import time
 from typing import Any, Generator, Iterable
 
-from ._retry import backoff_delay
 from .errors import APIConnectionError, APITimeoutError, GenAIError, SchemaValidationError
-from .structured import reask_messages
 from .types import Call, ChatResult, ChatResults, Completion, RawResponse, Request, Usage
 
 logger = logging.getLogger("gen_ai")
@@ -144,6 +142,8 @@ def request_flow(codec: Any, call: Call, deadline: float, max_retries: int,
             error.redact(codec.secrets())
         if not error.retryable or attempt >= max_retries:
             raise error
+        from ._retry import backoff_delay  # here, not at import: it pulls in random
+
         delay = backoff_delay(attempt, error.retry_after)
         if not call.stream and time.monotonic() + delay >= deadline:
             error.message += f" (not retried: waiting {delay:.1f}s would pass timeout={call.timeout:g}s)"
@@ -234,6 +234,8 @@ def stream_open_flow(codec: Any, call: Call, max_retries: int) -> Flow:
 
 def _reask_call(call: Call, bad_text: str, error: SchemaValidationError) -> Call:
     if call.kind == "chat":
+        from .structured import reask_messages  # only guided_json re-asks need it; keeps import gen_ai light
+
         return call.replace(n=1, messages=reask_messages(call.messages or [], bad_text, error))
     prompt = (f"{call.prompt}{bad_text}\n\nThat JSON was rejected: {error.message}.\n"
               "Corrected JSON only:\n")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import threading
 from typing import Any, AsyncIterator, Iterator
-from urllib.parse import urlsplit
 
 from .errors import APIConnectionError, APITimeoutError
 from .types import RawResponse, Request
@@ -94,6 +93,8 @@ class SyncTransport:
         cached = self._targets.get(url)
         if cached is not None:
             return cached
+        from urllib.parse import urlsplit  # once per distinct URL; ~3 ms off `import gen_ai`
+
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         host = parts.hostname or "localhost"
@@ -248,6 +249,22 @@ class SyncStreamResponse:
 # --------------------------------------------------------------------------------------------
 
 
+def _async_error(exc: BaseException, request: Request, during: str) -> APIConnectionError | None:
+    """The gen_ai error for an aiohttp/socket failure, or None for anything else (re-raised as is).
+
+    The imports live here, on the failure path, not in every call's hot path.
+    """
+    import asyncio
+
+    import aiohttp
+
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return _connection_error(TimeoutError(str(exc) or "timed out"), request, during)
+    if isinstance(exc, (aiohttp.ClientError, OSError)):
+        return _connection_error(exc, request, during)
+    return None
+
+
 class AsyncTransport:
     """One ``aiohttp.ClientSession`` per event loop, created on first use."""
 
@@ -300,10 +317,6 @@ class AsyncTransport:
         return cached
 
     async def _start(self, request: Request, timeout: float) -> Any:
-        import asyncio
-
-        import aiohttp
-
         session = self._get_session()
         try:
             return await session.request(
@@ -313,25 +326,22 @@ class AsyncTransport:
                 headers=request.headers,
                 timeout=self._client_timeout(timeout, request.stream),
             )
-        except (asyncio.TimeoutError, TimeoutError) as exc:
-            raise _connection_error(TimeoutError(str(exc) or "timed out"), request, "sending") from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise _connection_error(exc, request, "sending") from None
+        except Exception as exc:
+            error = _async_error(exc, request, "sending")
+            if error is None:
+                raise
+            raise error from None
 
     async def send(self, request: Request, timeout: float) -> RawResponse:
-        import asyncio
-
-        import aiohttp
-
         resp = await self._start(request, timeout)
         try:
             body = await resp.read()
-        except (asyncio.TimeoutError, TimeoutError) as exc:
+        except Exception as exc:
+            error = _async_error(exc, request, "reading the response of")
+            if error is None:
+                raise
             resp.close()
-            raise _connection_error(TimeoutError(str(exc) or "timed out"), request, "reading the response of") from None
-        except (aiohttp.ClientError, OSError) as exc:
-            resp.close()
-            raise _connection_error(exc, request, "reading the response of") from None
+            raise error from None
         resp.release()
         return RawResponse(resp.status, resp.headers, body, request.url, request.method)
 

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from .._sse import SSEDecoder
-from ..errors import ConfigurationError, GenAIError, StreamError, StreamTruncatedError
+from ..errors import ConfigurationError, GenAIError, ResponseError, StreamError, StreamTruncatedError
 from ..types import Call, Completion, RawResponse, Request, Usage
 from ._base import Codec, StreamParser, decode_json, dumps, error_details, status_error
 
@@ -232,8 +232,6 @@ def _gbnf(json_schema: dict[str, Any]) -> str | None:
 
 
 def completion_from_json(data: Any, kind: str, response: RawResponse, provider: str) -> Completion:
-    from ..errors import ResponseError
-
     choices = data.get("choices") if isinstance(data, dict) else None
     if not isinstance(choices, list):
         message, _, _ = error_details(response.body)
