@@ -36,7 +36,17 @@ class Sleep:
         self.seconds = seconds
 
 
-Flow = Generator["Send | Sleep", Any, Any]
+class Parallel:
+    """Action: run several sub-flows at once (threads for sync, tasks for async); the value
+    sent back is the list of their results, in order. The first failure is raised."""
+
+    __slots__ = ("flows",)
+
+    def __init__(self, flows: list["Flow"]) -> None:
+        self.flows = flows
+
+
+Flow = Generator["Send | Sleep | Parallel", Any, Any]
 
 
 class Observer:
@@ -67,6 +77,8 @@ def run_sync(flow: Flow, transport: Any, secrets: Iterable[str] = ()) -> Any:
                         value = transport.open_stream(action.request, action.timeout)
                     else:
                         value = transport.send(action.request, action.timeout)
+                elif type(action) is Parallel:
+                    value = _parallel_sync(action.flows, transport, secrets)
                 else:
                     time.sleep(action.seconds)
             except GenAIError as exc:
@@ -93,12 +105,24 @@ async def run_async(flow: Flow, transport: Any, secrets: Iterable[str] = ()) -> 
                         value = await transport.open_stream(action.request, action.timeout)
                     else:
                         value = await transport.send(action.request, action.timeout)
+                elif type(action) is Parallel:
+                    value = await asyncio.gather(*(run_async(f, transport, secrets) for f in action.flows))
                 else:
                     await asyncio.sleep(action.seconds)
             except GenAIError as exc:
                 error = exc
     except GenAIError as exc:
         raise exc.redact(secrets) from None
+
+
+def _parallel_sync(flows: list[Flow], transport: Any, secrets: Iterable[str]) -> list[Any]:
+    if len(flows) == 1:
+        return [run_sync(flows[0], transport, secrets)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(len(flows), 16)) as pool:
+        futures = [pool.submit(run_sync, flow, transport, secrets) for flow in flows]
+        return [future.result() for future in futures]
 
 
 # --------------------------------------------------------------------------------------------
@@ -183,11 +207,13 @@ def call_flow(codec: Any, call: Call, max_retries: int, observer: Observer | Non
     usage = completion.usage
     if not texts:
         texts, reasons, tool_calls = [""], [None], [None]
-    # Some servers (llama-cpp-python) ignore n: ask again until there are n answers.
+    # Servers that ignore n (llama-cpp-python) and providers without it (Anthropic, Bedrock):
+    # ask for the missing answers one at a time, all at once.
     if len(texts) < call.n:
         single = call.replace(n=1)
-        while len(texts) < call.n:
-            more: Completion = yield from request_flow(codec, single, deadline, max_retries, observer)
+        extra: list[Completion] = yield Parallel(
+            [request_flow(codec, single, deadline, max_retries, observer) for _ in range(call.n - len(texts))])
+        for more in extra:
             texts.append(more.texts[0] if more.texts else "")
             reasons.append(more.finish_reasons[0] if more.finish_reasons else None)
             tool_calls.append(more.tool_calls[0] if more.tool_calls else None)

@@ -125,9 +125,13 @@ class Client:
         self._transport = transport if transport is not None else SyncTransport(timeouts)
         self._async_transport = (async_transport if async_transport is not None
                                  else AsyncTransport(timeouts, max_connections))
-        self._secrets = tuple(codec.secrets())
 
     # -- introspection ----------------------------------------------------------------------
+
+    @property
+    def _secrets(self) -> tuple[str, ...]:
+        # Asked each time: some credentials change (token callables, refreshed AWS credentials).
+        return tuple(self._codec.secrets())
 
     @property
     def provider(self) -> str:

@@ -61,6 +61,8 @@ class FaultServer:
         self.script: deque[Step] = deque()
         self.requests: list[Recorded] = []
         self.default = default
+        self.in_flight = 0
+        self.max_in_flight = 0  # the most requests being answered at the same moment
         self._lock = threading.Lock()
         server = self
 
@@ -77,12 +79,18 @@ class FaultServer:
                 with server._lock:
                     server.requests.append(rec)
                     step = server.script.popleft() if server.script else None
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 if step is None:
                     default = server.default
                     step = default(rec) if callable(default) else default
                 if step is None:
                     step = Step(500, {"error": {"message": "fault server: script is empty"}})
-                server._serve(self, step)
+                try:
+                    server._serve(self, step)
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
 
             do_GET = do_POST = do_PUT = do_DELETE = _handle
 

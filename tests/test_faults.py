@@ -285,3 +285,42 @@ def test_secret_never_leaks(fault_server, caplog):
     assert caplog.records, "retries were logged"
     # the key was really sent, so the test would have seen it
     assert fault_server.requests[0].headers["authorization"] == f"Bearer {SECRET}"
+
+
+# -- n top-ups run in parallel ---------------------------------------------------------------
+
+
+def test_missing_choices_are_asked_for_in_parallel(fault_server):
+    """A server that returns one choice for n=3: the two missing answers are requested at once."""
+    fault_server.default = Step(200, chat_body("one"), delay=0.3)
+    results = make(fault_server).run_chat_completions(MESSAGES, n=3)
+    assert len(results) == 3 and len(fault_server.requests) == 3
+    assert fault_server.max_in_flight == 2
+    assert [r.json().get("n") for r in fault_server.requests] == [3, None, None]
+    assert results.usage.total_tokens == 3 * 7
+
+
+def test_missing_choices_in_parallel_async(fault_server):
+    fault_server.default = Step(200, chat_body("one"), delay=0.3)
+    client = make(fault_server)
+
+    async def main():
+        try:
+            return await client.arun_chat_completions(MESSAGES, n=4)
+        finally:
+            await client.aclose()
+
+    assert len(asyncio.run(main())) == 4
+    assert fault_server.max_in_flight == 3
+
+
+def test_gateway_auth_header_never_leaks(fault_server):
+    """A credential the user passes in headers= (a gateway's) is scrubbed like the API key."""
+    token = "gw-token-abcdef123456"
+    fault_server.add(403, {"error": {"message": f"gateway rejected {token}"}})
+    client = create_client(endpoint=fault_server.url, model_name="m",
+                           headers={"Proxy-Authorization": f"Bearer {token}", "X-Team": "a"})
+    _, error = client.run_chat_completions(MESSAGES, return_error=True)
+    assert token not in str(error) and "***" in error["message"]
+    assert fault_server.requests[0].headers["proxy-authorization"] == f"Bearer {token}"
+    assert fault_server.requests[0].headers["x-team"] == "a"

@@ -281,3 +281,15 @@ def test_credentials_never_leak(server, caplog):
         for text in (str(info.value), repr(info.value), str(info.value.body), json.dumps(info.value.to_dict()),
                      json.dumps(error), json.dumps(stream.error), repr(client), caplog.text):
             assert secret not in text
+
+
+def test_token_callable_tokens_never_leak(server, caplog):
+    """Tokens from a token provider change per request; each one issued is still scrubbed."""
+    fresh = "fresh-entra-token-0123456789"
+    server.add(429, {"error": {"message": f"throttled for token {fresh}"}}, headers={"Retry-After": "0"})
+    server.add(401, {"error": {"message": f"token {fresh} expired"}})
+    client = azure(server, api_key=None, azure_ad_token=lambda: fresh, max_retries=1)
+    caplog.set_level(logging.DEBUG, logger="gen_ai")
+    _, error = client.run_chat_completions([{"role": "user", "content": "hi"}], return_error=True)
+    assert error["type"] == "AuthenticationError"
+    assert fresh not in str(error) and fresh not in caplog.text and "***" in error["message"]

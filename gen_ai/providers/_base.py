@@ -55,14 +55,30 @@ class StreamParser:
         raise NotImplementedError
 
 
+# Request headers whose values are credentials, whichever provider or gateway sets them.
+AUTH_HEADERS = frozenset({"authorization", "proxy-authorization", "api-key", "x-api-key", "x-goog-api-key"})
+
+
+def header_secrets(headers: Mapping[str, str]) -> tuple[str, ...]:
+    """The credential values among request headers (for "Bearer X", X)."""
+    values = []
+    for name, value in headers.items():
+        if value and name.lower() in AUTH_HEADERS:
+            values.append(value.split(" ", 1)[1] if " " in value else value)
+    return tuple(values)
+
+
 class Codec:
     """Defaults for the optional parts of the codec contract."""
 
     provider = "base"
+    _headers: dict[str, str] = {}
 
     def secrets(self) -> tuple[str, ...]:
-        """Every credential value this codec holds, to be scrubbed from errors and logs."""
-        return ()
+        """Every credential value this codec holds, to be scrubbed from errors and logs.
+
+        By default: the credential headers it sends (its own and any the user passed)."""
+        return header_secrets(self._headers)
 
     def probe_request(self, call: Call) -> Request | None:
         return None
@@ -85,8 +101,9 @@ class Codec:
     def stream_parser(self, call: Call, headers: Mapping[str, str]) -> StreamParser:  # pragma: no cover
         raise NotImplementedError
 
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} provider={self.provider!r}>"
+    def __repr__(self) -> str:  # never the headers: they hold credentials
+        return (f"<{type(self).__name__} endpoint={getattr(self, 'base_url', None)!r} "
+                f"model={getattr(self, 'model_name', None)!r}>")
 
 
 def dumps(value: Any) -> bytes:

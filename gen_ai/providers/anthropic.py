@@ -44,7 +44,7 @@ from ..errors import (
 )
 from ..images import split_data_url
 from ..types import Call, Completion, RawResponse, Request, Usage
-from ._base import Codec, StreamParser, decode_json, dumps, error_details, status_error
+from ._base import AUTH_HEADERS, Codec, StreamParser, decode_json, dumps, error_details, status_error
 
 DEFAULT_ENDPOINT = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
@@ -137,13 +137,6 @@ class AnthropicCodec(Codec):
             self._headers["x-api-key"] = self._api_key
         if headers:
             self._headers.update(headers)
-        self._extra_secrets = tuple(v for k, v in (headers or {}).items() if _is_auth_header(k))
-
-    def secrets(self) -> tuple[str, ...]:
-        return ((self._api_key,) if self._api_key else ()) + self._extra_secrets
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} endpoint={self.base_url!r} model={self.model_name!r}>"
 
     # -- requests -------------------------------------------------------------------------
 
@@ -322,12 +315,8 @@ def closed_objects(schema: Any) -> Any:
     return out
 
 
-def _is_auth_header(name: str) -> bool:
-    return name.lower() in ("authorization", "x-api-key", "proxy-authorization")
-
-
 def _has_auth(headers: Mapping[str, str]) -> bool:
-    return any(_is_auth_header(k) for k in headers)
+    return any(k.lower() in AUTH_HEADERS for k in headers)
 
 
 class AnthropicStreamParser(StreamParser):

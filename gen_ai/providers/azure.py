@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
@@ -112,6 +113,7 @@ class AzureCodec(OpenAICodec):
         self.base_url = base
         self._api_key = api_key or None
         self._token = azure_ad_token
+        self._issued: deque[str] = deque(maxlen=4)
         if self._api_key and not azure_ad_token:
             self._headers["api-key"] = self._api_key
         elif isinstance(azure_ad_token, str):
@@ -120,10 +122,8 @@ class AzureCodec(OpenAICodec):
         self._urls = {"chat": f"{base}/chat/completions{query}", "completion": f"{base}/completions{query}"}
 
     def secrets(self) -> tuple[str, ...]:
-        values = [self._api_key] if self._api_key else []
-        if isinstance(self._token, str):
-            values.append(self._token)
-        return tuple(values)
+        # Tokens from a token callable change: the last few issued are scrubbed too.
+        return super().secrets() + ((self._api_key,) if self._api_key else ()) + tuple(self._issued)
 
     def __repr__(self) -> str:
         route = "v1" if self.v1 else f"api-version={self.api_version}"
@@ -134,7 +134,10 @@ class AzureCodec(OpenAICodec):
     def build_request(self, call: Call) -> Request:
         headers = self._headers
         if callable(self._token):
-            headers = {**headers, "Authorization": f"Bearer {self._token()}"}
+            token = self._token()
+            if token not in self._issued:
+                self._issued.append(token)
+            headers = {**headers, "Authorization": f"Bearer {token}"}
         return Request("POST", self._urls[call.kind], headers, dumps(self.build_body(call)), call.stream)
 
     def probe_request(self, call: Call) -> Request | None:

@@ -129,14 +129,6 @@ class GeminiCodec(Codec):
             self._headers["x-goog-api-key"] = self._api_key
         if headers:
             self._headers.update(headers)
-        self._extra_secrets = tuple(v for k, v in (headers or {}).items()
-                                    if k.lower() in ("authorization", "x-goog-api-key", "proxy-authorization"))
-
-    def secrets(self) -> tuple[str, ...]:
-        return ((self._api_key,) if self._api_key else ()) + self._extra_secrets
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} endpoint={self.base_url!r} model={self.model_name!r}>"
 
     # -- requests -------------------------------------------------------------------------
 

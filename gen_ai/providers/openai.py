@@ -114,12 +114,6 @@ class OpenAICodec(Codec):
             self._headers["Authorization"] = f"Bearer {self._api_key}"
         self._urls = {"chat": f"{self.base_url}/chat/completions", "completion": f"{self.base_url}/completions"}
 
-    def secrets(self) -> tuple[str, ...]:
-        return (self._api_key,) if self._api_key else ()
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} endpoint={self.base_url!r} model={self.model_name!r}>"
-
     # -- requests -------------------------------------------------------------------------
 
     def build_body(self, call: Call) -> dict[str, Any]:
