@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Generator, Iterable
+from typing import Any, Callable, Generator, Iterable, Union
 
 from .errors import APIConnectionError, APITimeoutError, GenAIError, SchemaValidationError
 from .types import Call, ChatResult, ChatResults, Completion, RawResponse, Request, Usage
@@ -49,6 +49,10 @@ class Parallel:
 Flow = Generator["Send | Sleep | Parallel", Any, Any]
 
 
+# Values to scrub from errors, or a function giving them (asked only when something failed).
+Secrets = Union[Iterable[str], Callable[[], Iterable[str]]]
+
+
 class Observer:
     """Hooks a caller (the batch runner) may pass to watch retries. All optional."""
 
@@ -61,7 +65,7 @@ class Observer:
 # --------------------------------------------------------------------------------------------
 
 
-def run_sync(flow: Flow, transport: Any, secrets: Iterable[str] = ()) -> Any:
+def run_sync(flow: Flow, transport: Any, secrets: Secrets = ()) -> Any:
     value: Any = None
     error: BaseException | None = None
     try:
@@ -84,10 +88,10 @@ def run_sync(flow: Flow, transport: Any, secrets: Iterable[str] = ()) -> Any:
             except GenAIError as exc:
                 error = exc
     except GenAIError as exc:
-        raise exc.redact(secrets) from None
+        raise exc.redact(secrets() if callable(secrets) else secrets) from None
 
 
-async def run_async(flow: Flow, transport: Any, secrets: Iterable[str] = ()) -> Any:
+async def run_async(flow: Flow, transport: Any, secrets: Secrets = ()) -> Any:
     import asyncio
 
     value: Any = None
@@ -112,10 +116,10 @@ async def run_async(flow: Flow, transport: Any, secrets: Iterable[str] = ()) -> 
             except GenAIError as exc:
                 error = exc
     except GenAIError as exc:
-        raise exc.redact(secrets) from None
+        raise exc.redact(secrets() if callable(secrets) else secrets) from None
 
 
-def _parallel_sync(flows: list[Flow], transport: Any, secrets: Iterable[str]) -> list[Any]:
+def _parallel_sync(flows: list[Flow], transport: Any, secrets: Secrets) -> list[Any]:
     if len(flows) == 1:
         return [run_sync(flows[0], transport, secrets)]
     from concurrent.futures import ThreadPoolExecutor

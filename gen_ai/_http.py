@@ -276,18 +276,20 @@ class AsyncTransport:
         self._timeout_cache: dict[tuple[float | None, bool], Any] = {}
 
     def _get_session(self) -> Any:
-        import asyncio
+        from asyncio import get_running_loop  # a sys.modules lookup after the first call
 
-        loop = asyncio.get_running_loop()
-        if self._session is None or self._loop is not loop or self._session.closed:
-            import aiohttp
+        loop = get_running_loop()
+        session = self._session
+        if session is not None and self._loop is loop and not session.closed:
+            return session
+        import aiohttp
 
-            connector = aiohttp.TCPConnector(limit=self._max_connections, ttl_dns_cache=300)
-            self._session = aiohttp.ClientSession(
-                connector=connector, skip_auto_headers=("User-Agent",), auto_decompress=True
-            )
-            self._loop = loop
-            self._timeout_cache.clear()
+        connector = aiohttp.TCPConnector(limit=self._max_connections, ttl_dns_cache=300)
+        self._session = aiohttp.ClientSession(
+            connector=connector, skip_auto_headers=("User-Agent",), auto_decompress=True
+        )
+        self._loop = loop
+        self._timeout_cache.clear()
         return self._session
 
     def set_max_connections(self, value: int) -> None:
@@ -296,6 +298,9 @@ class AsyncTransport:
             self._max_connections = value
 
     def _client_timeout(self, timeout: float, stream: bool) -> Any:
+        # The flow passes the time left before the call's deadline, a new float almost every call:
+        # rounded to 0.1 s the first attempt of every call hits the cache.
+        timeout = max(0.1, round(timeout, 1))
         key = (timeout, stream)
         cached = self._timeout_cache.get(key)
         if cached is None:
@@ -310,8 +315,7 @@ class AsyncTransport:
                 cached = aiohttp.ClientTimeout(
                     total=timeout, sock_connect=self._timeouts.connect, sock_read=read if read < timeout else None
                 )
-            # The flow passes the time left before the call's deadline, a new float almost every
-            # call: an unbounded cache here grew by one entry per request (a leak, and a miss).
+            # Bounded: retries ask for odd remainders, which must not grow the cache forever.
             if len(self._timeout_cache) < 32:
                 self._timeout_cache[key] = cached
         return cached

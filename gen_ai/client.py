@@ -181,7 +181,7 @@ class Client:
         try:
             call = build()
             result = _core.run_sync(_core.call_flow(self._codec, call, self.max_retries),
-                                    self._transport, self._secrets)
+                                    self._transport, self._codec.secrets)
         except GenAIError as exc:
             if return_error:
                 return None, exc.redact(self._secrets).to_dict()
@@ -192,7 +192,7 @@ class Client:
         try:
             call = build()
             result = await _core.run_async(_core.call_flow(self._codec, call, self.max_retries),
-                                           self._async_transport, self._secrets)
+                                           self._async_transport, self._codec.secrets)
         except GenAIError as exc:
             if return_error:
                 return None, exc.redact(self._secrets).to_dict()
@@ -524,7 +524,7 @@ class TextStream(_StreamBase):
             call = self._call
             codec = client._codec
             response = _core.run_sync(_core.stream_open_flow(codec, call, client.max_retries),
-                                      client._transport, client._secrets)
+                                      client._transport, client._codec.secrets)
             self._parser = parser = codec.stream_parser(call, response.headers)
             for chunk in response.iter_bytes():
                 for delta in parser.feed(chunk):
@@ -556,7 +556,7 @@ class AsyncTextStream(_StreamBase):
             call = self._call
             codec = client._codec
             response = await _core.run_async(_core.stream_open_flow(codec, call, client.max_retries),
-                                             client._async_transport, client._secrets)
+                                             client._async_transport, client._codec.secrets)
             self._parser = parser = codec.stream_parser(call, response.headers)
             async for chunk in response.iter_bytes():
                 for delta in parser.feed(chunk):

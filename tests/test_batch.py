@@ -314,3 +314,17 @@ def test_bad_arguments_raise_before_sending(echo_server):
         client.run_completions_batch("not a list")
     assert server.requests == []
     assert client.run_chat_completions_batch([]) == []
+
+
+def test_batch_relaxes_gc_only_while_running(fault_server):
+    """The young-generation GC threshold is raised during a batch and restored afterwards."""
+    import gc
+
+    seen = []
+    fault_server.default = Step(200, chat_body("ok"))
+    client = create_client(endpoint=fault_server.url, model_name="m")
+    before = gc.get_threshold()
+    client.run_chat_completions_batch([[{"role": "user", "content": "x"}]] * 5, max_concurrent=2,
+                                      progress=lambda p: seen.append(gc.get_threshold()[0]))
+    assert gc.get_threshold() == before
+    assert seen and seen[0] == 50_000

@@ -157,8 +157,10 @@ class AzureCodec(OpenAICodec):
         completion = super().parse_response(call, response)
         for i, reason in enumerate(completion.finish_reasons):
             if reason == "content_filter":
-                categories = _filtered_categories(
-                    _choice_filter_results(completion.raw, i))
+                raw = completion.raw
+                if isinstance(raw, bytes):  # rare path: parse the body again for the categories
+                    raw = json.loads(raw)
+                categories = _filtered_categories(_choice_filter_results(raw, i))
                 logger.warning("gen_ai: Azure's content filter cut answer %d of deployment %r%s",
                                i, self.deployment,
                                f" ({', '.join(categories)})" if categories else "")

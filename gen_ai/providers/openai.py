@@ -246,7 +246,8 @@ def completion_from_json(data: Any, kind: str, response: RawResponse, provider: 
             texts.append(choice.get("text") or "")
             tool_calls.append(None)
         reasons.append(choice.get("finish_reason"))
-    return Completion(texts, reasons, usage_from_json(data.get("usage")), data.get("model"), data,
+    # raw stays bytes until read (see types._lazy_json).
+    return Completion(texts, reasons, usage_from_json(data.get("usage")), data.get("model"), response.body or data,
                       data.get("id"), tool_calls)
 
 
