@@ -16,7 +16,8 @@ import os
 import resource
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 MODEL = "bench"
 MESSAGES = [{"role": "user", "content": "Say hello."}]

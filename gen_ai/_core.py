@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Generator, Iterable, Union
+from collections.abc import Callable, Generator, Iterable
+from typing import Any
 
 from .errors import APIConnectionError, APITimeoutError, GenAIError, SchemaValidationError
 from .types import Call, ChatResult, ChatResults, Completion, RawResponse, Request, Usage
@@ -50,7 +51,7 @@ Flow = Generator["Send | Sleep | Parallel", Any, Any]
 
 
 # Values to scrub from errors, or a function giving them (asked only when something failed).
-Secrets = Union[Iterable[str], Callable[[], Iterable[str]]]
+Secrets = Iterable[str] | Callable[[], Iterable[str]]
 
 
 class Observer:
@@ -84,6 +85,7 @@ def run_sync(flow: Flow, transport: Any, secrets: Secrets = ()) -> Any:
                 elif type(action) is Parallel:
                     value = _parallel_sync(action.flows, transport, secrets)
                 else:
+                    assert type(action) is Sleep
                     time.sleep(action.seconds)
             except GenAIError as exc:
                 error = exc
@@ -112,6 +114,7 @@ async def run_async(flow: Flow, transport: Any, secrets: Secrets = ()) -> Any:
                 elif type(action) is Parallel:
                     value = await asyncio.gather(*(run_async(f, transport, secrets) for f in action.flows))
                 else:
+                    assert type(action) is Sleep
                     await asyncio.sleep(action.seconds)
             except GenAIError as exc:
                 error = exc

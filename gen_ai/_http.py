@@ -16,7 +16,8 @@ everything above this module sees only gen_ai errors.
 from __future__ import annotations
 
 import threading
-from typing import Any, AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 from .errors import APIConnectionError, APITimeoutError
 from .types import RawResponse, Request
@@ -388,7 +389,8 @@ class AsyncStreamResponse:
                     return
                 yield chunk
         except (asyncio.TimeoutError, TimeoutError) as exc:
-            raise _connection_error(TimeoutError(str(exc) or "timed out"), self._request, "reading the stream of") from None
+            raise _connection_error(TimeoutError(str(exc) or "timed out"), self._request,
+                                    "reading the stream of") from None
         except (aiohttp.ClientError, OSError) as exc:
             raise _connection_error(exc, self._request, "reading the stream of") from None
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from typing import Mapping
+from collections.abc import Mapping
 
 INITIAL_DELAY = 0.5
 MAX_DELAY = 8.0
@@ -33,7 +33,7 @@ def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
         import time
 
         parsed = email.utils.parsedate_to_datetime(value)
-        return max(0.0, parsed.timestamp() - time.time())
+        return max(0.0, float(parsed.timestamp()) - time.time())
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
 
@@ -42,6 +42,6 @@ def backoff_delay(attempt: int, retry_after: float | None = None) -> float:
     """Delay before retry number ``attempt`` (0-based). Retry-After wins when the server sent it."""
     if retry_after is not None and 0 <= retry_after <= MAX_RETRY_AFTER:
         return retry_after
-    delay = min(MAX_DELAY, INITIAL_DELAY * (2 ** attempt))
+    delay = min(MAX_DELAY, INITIAL_DELAY * (2.0 ** attempt))
     # "Full jitter" keeps many clients that failed together from retrying together.
     return delay * (0.5 + random.random() / 2)

@@ -7,7 +7,8 @@ build the same ``Call`` and run the same flow from ``_core``; only the driver di
 from __future__ import annotations
 
 import time
-from typing import Any, AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, TypeVar
 
 from . import _core
 from ._http import AsyncTransport, SyncTransport, Timeouts
@@ -64,12 +65,12 @@ def validate_messages(messages: Any) -> list[dict[str, Any]]:
             continue
         raise _bad(f"messages[{i}].content", f"must be a string or a list of content parts, got "
                    f"{type(content).__name__}", "Convert it to a string.")
-    messages = list(messages)
+    checked: list[dict[str, Any]] = list(messages)
     if has_images:
         from .images import prepare_messages
 
-        messages = prepare_messages(messages)
-    return messages
+        checked = prepare_messages(checked)
+    return checked
 
 
 def validate_params(max_tokens: Any, temperature: Any, top_p: Any, n: Any, timeout: Any) -> None:
@@ -199,8 +200,8 @@ class Client:
             raise exc.redact(self._secrets) from None
         return (result, None) if return_error else result
 
-    def _stream(self, cls: Any, kind: str, source: Any, max_tokens: Any, temperature: Any, top_p: Any,
-                n: Any, timeout: Any, guided_json: Any, return_error: bool, extra: dict[str, Any]) -> Any:
+    def _stream(self, cls: type[_S], kind: str, source: Any, max_tokens: Any, temperature: Any, top_p: Any,
+                n: Any, timeout: Any, guided_json: Any, return_error: bool, extra: dict[str, Any]) -> _S:
         def build() -> Call:
             return self._call(kind, source, max_tokens, temperature, top_p, n, timeout, guided_json, 0, True,
                               extra)
@@ -234,15 +235,15 @@ class Client:
                                     return_error: bool = False, **extra: Any) -> "TextStream":
         """Yields text deltas as they arrive; the returned stream has ``.usage``,
         ``.finish_reason``, ``.text`` once iteration ends."""
-        return self._stream(TextStream, "chat", messages, max_tokens, temperature, top_p, n, timeout, guided_json,
-                            return_error, extra)
+        return self._stream(TextStream, "chat", messages, max_tokens, temperature, top_p, n, timeout,
+                            guided_json, return_error, extra)
 
     def arun_chat_completions_stream(self, messages: list[dict[str, Any]], max_tokens: int = 256,
                                      temperature: float = 0, top_p: float = 1.0, n: int = 1,
                                      timeout: float = 30, guided_json: Any = None,
                                      return_error: bool = False, **extra: Any) -> "AsyncTextStream":
-        return self._stream(AsyncTextStream, "chat", messages, max_tokens, temperature, top_p, n, timeout, guided_json,
-                            return_error, extra)
+        return self._stream(AsyncTextStream, "chat", messages, max_tokens, temperature, top_p, n, timeout,
+                            guided_json, return_error, extra)
 
     # -- text completions -------------------------------------------------------------------
 
@@ -266,15 +267,15 @@ class Client:
                                top_p: float = 1.0, n: int = 1, timeout: float = 30,
                                guided_json: Any = None, return_error: bool = False,
                                **extra: Any) -> "TextStream":
-        return self._stream(TextStream, "completion", prompt, max_tokens, temperature, top_p, n, timeout, guided_json,
-                            return_error, extra)
+        return self._stream(TextStream, "completion", prompt, max_tokens, temperature, top_p, n, timeout,
+                            guided_json, return_error, extra)
 
     def arun_completions_stream(self, prompt: str, max_tokens: int = 256, temperature: float = 0,
                                 top_p: float = 1.0, n: int = 1, timeout: float = 30,
                                 guided_json: Any = None, return_error: bool = False,
                                 **extra: Any) -> "AsyncTextStream":
-        return self._stream(AsyncTextStream, "completion", prompt, max_tokens, temperature, top_p, n, timeout, guided_json,
-                            return_error, extra)
+        return self._stream(AsyncTextStream, "completion", prompt, max_tokens, temperature, top_p, n, timeout,
+                            guided_json, return_error, extra)
 
     # -- vision -----------------------------------------------------------------------------
 
@@ -449,6 +450,9 @@ class Client:
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.aclose()
+
+
+_S = TypeVar("_S", bound="_StreamBase")
 
 
 class _StreamBase:

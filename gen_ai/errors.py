@@ -24,7 +24,8 @@ Every error carries ``message``, ``suggestion``, ``status_code``, ``url``, ``met
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 
 class GenAIError(Exception):

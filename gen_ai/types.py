@@ -6,7 +6,8 @@ Plain classes with ``__slots__`` rather than dataclasses: importing ``dataclasse
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 
 class Usage:
@@ -183,6 +184,7 @@ class ChatResult(str):
     model: str | None
     latency: float
     id: str | None
+    _raw: Any
     choice_index: int
     parsed: Any
     tool_calls: Any
@@ -252,6 +254,7 @@ class ChatResults(list):  # type: ignore[type-arg]
     usage: Usage | None
     model: str | None
     latency: float
+    _raw: Any
 
     def __init__(self, results: list[ChatResult], usage: Usage | None, model: str | None,
                  latency: float, raw: Any) -> None:

@@ -8,7 +8,6 @@ test that needs it errors with the reason: it never skips.
 from __future__ import annotations
 
 import importlib.util
-import os
 import socket
 import subprocess
 import sys

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import spec_validator
 from pydantic import BaseModel
 
-from conftest import spec_validator
 from gen_ai.providers.openai import OpenAICodec
 from gen_ai.structured import Schema
 from gen_ai.types import Call

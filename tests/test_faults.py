@@ -8,15 +8,14 @@ import socket
 import time
 
 import pytest
-
 from fault_server import FaultServer, Step, chat_body, chat_chunks, completion_body, sse
+
 from gen_ai.errors import (
     APIConnectionError,
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
     NotFoundError,
-    RateLimitError,
     ResponseError,
     ServerError,
     StreamError,

@@ -13,8 +13,8 @@ import typing
 
 import pytest
 import typing_extensions
-
 from fault_server import FaultServer
+
 from gen_ai.errors import (
     AuthenticationError,
     BadRequestError,
@@ -128,7 +128,7 @@ def check_type(value: typing.Any, tp: typing.Any, path: str = "$") -> list[str]:
             return [f"{path}: expected a list"]
         (item_type,) = typing.get_args(tp) or (typing.Any,)
         return [e for i, item in enumerate(value) for e in check_type(item, item_type, f"{path}[{i}]")]
-    if origin in (dict, collections.abc.Mapping) or tp in (dict, typing.Dict):
+    if origin in (dict, collections.abc.Mapping) or tp in (dict, dict):
         return [] if isinstance(value, dict) else [f"{path}: expected an object"]
     if tp is type(None):
         return [] if value is None else [f"{path}: expected null"]

@@ -12,9 +12,9 @@ import re
 from typing import Any
 
 import pytest
-
 from conftest import SPECS
 from fault_server import FaultServer
+
 from gen_ai.errors import (
     AuthenticationError,
     BadRequestError,

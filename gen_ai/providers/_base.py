@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
+from .._retry import parse_retry_after
 from ..errors import (
     ContentFilterError,
     GenAIError,
@@ -26,7 +28,6 @@ from ..errors import (
     error_class_for_status,
     is_retryable_status,
 )
-from .._retry import parse_retry_after
 from ..types import Call, Completion, RawResponse, Request, Usage
 
 _TITLE_RE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)

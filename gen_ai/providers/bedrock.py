@@ -272,7 +272,8 @@ class BedrockCodec(Codec):
             # JsonSchemaDefinition.schema is a *string* in the service model, not an object.
             body["outputConfig"] = {"textFormat": {
                 "type": "json_schema",
-                "structure": {"jsonSchema": {"schema": json.dumps(schema.json_schema), "name": _tool_name(schema.name)}},
+                "structure": {"jsonSchema": {"schema": json.dumps(schema.json_schema),
+                                             "name": _tool_name(schema.name)}},
             }}
 
     def build_request(self, call: Call) -> Request:

@@ -308,7 +308,7 @@ class LocalModel:
         key = json.dumps(schema, sort_keys=True)
         grammar = self._grammars.get(key)
         if grammar is None:
-            from llama_cpp import LlamaGrammar
+            from llama_cpp.llama_grammar import LlamaGrammar
 
             try:
                 grammar = LlamaGrammar.from_string(_json_grammar(schema), verbose=False)
@@ -381,7 +381,7 @@ def _json_grammar(schema: Any) -> str:
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
     gbnf = json_schema_to_gbnf(json.dumps(_bounded(schema)))
-    return gbnf.replace('char ::= [^"\\\\] |', 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |')
+    return str(gbnf).replace('char ::= [^"\\\\] |', 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |')
 
 
 def _error_body(message: str, error_type: str) -> bytes:
@@ -426,7 +426,8 @@ class LocalTransport:
         try:
             llama, kwargs = model.prepare(body, start + timeout, stream=False)
             n = int(body.get("n") or 1)
-            seeds = model.seeds(body, n) if float(body.get("temperature") or 0) > 0 else [None] * n
+            seeds: list[int | None] = (model.seeds(body, n) if float(body.get("temperature") or 0) > 0
+                                       else [None] * n)
             answers = []
             try:
                 for seed in seeds:
@@ -464,7 +465,8 @@ class LocalTransport:
         try:
             llama, kwargs = model.prepare(body, None, stream=True)
             n = int(body.get("n") or 1)
-            seeds = model.seeds(body, n) if float(body.get("temperature") or 0) > 0 else [None] * n
+            seeds: list[int | None] = (model.seeds(body, n) if float(body.get("temperature") or 0) > 0
+                                       else [None] * n)
             first = model.generate(llama, body, dict(kwargs), seeds[0])
         except InvalidInputError:
             model.lock.release()
@@ -534,7 +536,7 @@ class LocalStream:
             return
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                  "total_tokens": prompt_tokens + completion_tokens}
-        final = {"id": last.get("id") if last else None, "object": "chat.completion.chunk",
+        final: dict[str, Any] = {"id": last.get("id") if last else None, "object": "chat.completion.chunk",
                  "model": self._body.get("model"), "choices": [], "usage": usage}
         yield b"data: " + dumps(final) + b"\n\ndata: [DONE]\n\n"
 

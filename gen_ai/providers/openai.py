@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from .._sse import SSEDecoder
@@ -239,9 +240,9 @@ def completion_from_json(data: Any, kind: str, response: RawResponse, provider: 
     tool_calls: list[Any] = []
     for choice in choices:
         if kind == "chat":
-            message = choice.get("message") or {}
-            texts.append(message.get("content") or "")
-            tool_calls.append(message.get("tool_calls"))
+            answer = choice.get("message") or {}
+            texts.append(answer.get("content") or "")
+            tool_calls.append(answer.get("tool_calls"))
         else:
             texts.append(choice.get("text") or "")
             tool_calls.append(None)
