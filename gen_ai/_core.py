@@ -208,6 +208,11 @@ def call_flow(codec: Any, call: Call, max_retries: int, observer: Observer | Non
     if call.schema is not None:
         yield from probe_flow(codec, call)
     completion: Completion = yield from request_flow(codec, call, deadline, max_retries, observer)
+    if call.n == 1 and call.schema is None and completion.texts:  # the common case, kept lean
+        return ChatResult(completion.texts[0], finish_reason=completion.finish_reasons[0],
+                          usage=completion.usage, model=completion.model, raw=completion.raw,
+                          latency=time.perf_counter() - start, id=completion.id,
+                          tool_calls=completion.tool_calls[0])
     texts = list(completion.texts[: call.n])
     reasons = list(completion.finish_reasons[: call.n])
     tool_calls = list(completion.tool_calls[: call.n])
