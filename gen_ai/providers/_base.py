@@ -60,6 +60,15 @@ class StreamParser:
 AUTH_HEADERS = frozenset({"authorization", "proxy-authorization", "api-key", "x-api-key", "x-goog-api-key"})
 
 
+def json_headers(credentials: Mapping[str, str], extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A JSON API's request headers: content type, the provider's credential headers, then the
+    user's own headers (last, so a gateway's header can replace ours)."""
+    headers = {"Content-Type": "application/json", "Accept": "application/json", **credentials}
+    if extra:
+        headers.update(extra)
+    return headers
+
+
 def header_secrets(headers: Mapping[str, str]) -> tuple[str, ...]:
     """The credential values among request headers (for "Bearer X", X)."""
     values = []

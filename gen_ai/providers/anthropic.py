@@ -45,7 +45,7 @@ from ..errors import (
 )
 from ..images import split_data_url
 from ..types import Call, Completion, RawResponse, Request, Usage
-from ._base import AUTH_HEADERS, Codec, StreamParser, decode_json, dumps, error_details, status_error
+from ._base import AUTH_HEADERS, Codec, StreamParser, decode_json, dumps, error_details, json_headers, status_error
 
 DEFAULT_ENDPOINT = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
@@ -129,15 +129,8 @@ class AnthropicCodec(Codec):
         # None: send temperature/top_p until the API rejects them; True: always; False: never.
         self.sampling_params = sampling_params
         self._send_sampling = sampling_params is not False
-        self._headers = {
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-            "anthropic-version": anthropic_version,
-        }
-        if self._api_key:
-            self._headers["x-api-key"] = self._api_key
-        if headers:
-            self._headers.update(headers)
+        credentials = {"x-api-key": self._api_key} if self._api_key else {}
+        self._headers = json_headers({"anthropic-version": anthropic_version, **credentials}, headers)
 
     # -- requests -------------------------------------------------------------------------
 

@@ -43,7 +43,7 @@ from ..errors import (
 )
 from ..images import split_data_url
 from ..types import Call, Completion, RawResponse, Request, Usage
-from ._base import Codec, StreamParser, decode_json, dumps, error_details, status_error
+from ._base import Codec, StreamParser, decode_json, dumps, error_details, json_headers, status_error
 
 DEFAULT_ENDPOINT = "https://generativelanguage.googleapis.com/v1beta"
 
@@ -125,11 +125,7 @@ class GeminiCodec(Codec):
         }
         self._api_key = api_key or None
         self.safety_settings = safety_settings
-        self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self._api_key:
-            self._headers["x-goog-api-key"] = self._api_key
-        if headers:
-            self._headers.update(headers)
+        self._headers = json_headers({"x-goog-api-key": self._api_key} if self._api_key else {}, headers)
 
     # -- requests -------------------------------------------------------------------------
 

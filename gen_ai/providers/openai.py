@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from .._sse import SSEDecoder
 from ..errors import ConfigurationError, GenAIError, ResponseError, StreamError, StreamTruncatedError
 from ..types import Call, Completion, RawResponse, Request, Usage
-from ._base import Codec, StreamParser, decode_json, dumps, error_details, status_error
+from ._base import Codec, StreamParser, decode_json, dumps, error_details, json_headers, status_error
 
 DIALECTS = ("json_schema", "json_object", "guided_json", "structured_outputs")
 _DIALECT_ALIASES = {
@@ -108,11 +108,7 @@ class OpenAICodec(Codec):
         self.dialect = _DIALECT_ALIASES[dialect]  # "auto" until learned
         self.strict_schema = strict_schema
         self.stream_usage = stream_usage
-        self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if headers:
-            self._headers.update(headers)
-        if self._api_key:
-            self._headers["Authorization"] = f"Bearer {self._api_key}"
+        self._headers = json_headers({"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}, headers)
         self._urls = {"chat": f"{self.base_url}/chat/completions", "completion": f"{self.base_url}/completions"}
 
     # -- requests -------------------------------------------------------------------------
