@@ -23,6 +23,7 @@ from .._retry import parse_retry_after
 from ..errors import (
     ContentFilterError,
     GenAIError,
+    InvalidInputError,
     ResponseError,
     ServerError,
     error_class_for_status,
@@ -114,6 +115,48 @@ class Codec:
     def __repr__(self) -> str:  # never the headers: they hold credentials
         return (f"<{type(self).__name__} endpoint={getattr(self, 'base_url', None)!r} "
                 f"model={getattr(self, 'model_name', None)!r}>")
+
+
+def split_system(messages: list[dict[str, Any]], provider: str) -> tuple[list[str], list[tuple[int, str, Any]]]:
+    """For APIs that take the system prompt apart from the turns (Anthropic, Gemini, Bedrock):
+    the system and developer messages' texts, and the user/assistant turns as
+    ``(index, role, content)``. Other roles, non-text system parts and a conversation without a
+    turn raise InvalidInputError naming the message."""
+    system: list[str] = []
+    turns: list[tuple[int, str, Any]] = []
+    for i, message in enumerate(messages):
+        role = message.get("role")
+        content = message.get("content")
+        if role in ("system", "developer"):
+            system.append(content if isinstance(content, str) else _system_text(content, i))
+        elif role in ("user", "assistant") and content is not None:
+            turns.append((i, role, content))
+        else:
+            raise InvalidInputError(
+                f"messages[{i}]: role {role!r} (tool calls and tool results) is not supported by the "
+                f"{provider} provider",
+                suggestion="Send the tool result as a user message, or pass the provider's own tool fields "
+                           "as extra keywords.",
+                field=f"messages[{i}].role",
+            )
+    if not turns:
+        raise InvalidInputError(
+            f"messages: the {provider} provider needs at least one user or assistant message besides the "
+            "system ones",
+            suggestion='Add {"role": "user", "content": "..."}.',
+            field="messages",
+        )
+    return system, turns
+
+
+def _system_text(parts: Any, i: int) -> str:
+    texts = []
+    for j, part in enumerate(parts or ()):
+        if part.get("type") != "text":
+            raise InvalidInputError(f"messages[{i}].content[{j}]: a system message may only hold text",
+                                    field=f"messages[{i}].content[{j}]")
+        texts.append(str(part.get("text", "")))
+    return "\n".join(texts)
 
 
 def dumps(value: Any) -> bytes:

@@ -45,7 +45,17 @@ from ..errors import (
 )
 from ..images import split_data_url
 from ..types import Call, Completion, RawResponse, Request, Usage
-from ._base import AUTH_HEADERS, Codec, StreamParser, decode_json, dumps, error_details, json_headers, status_error
+from ._base import (
+    AUTH_HEADERS,
+    Codec,
+    StreamParser,
+    decode_json,
+    dumps,
+    error_details,
+    json_headers,
+    split_system,
+    status_error,
+)
 
 DEFAULT_ENDPOINT = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
@@ -237,42 +247,11 @@ def usage_from_json(usage: Any) -> Usage | None:
 
 def convert_messages(messages: list[dict[str, Any]]) -> tuple[str | None, list[dict[str, Any]]]:
     """OpenAI chat messages -> (system text, Anthropic messages)."""
-    system: list[str] = []
-    out: list[dict[str, Any]] = []
-    for i, message in enumerate(messages):
-        role = message.get("role")
-        content = message.get("content")
-        if role in ("system", "developer"):
-            system.append(content if isinstance(content, str) else _joined_text(content, i))
-            continue
-        if role not in ("user", "assistant") or content is None:
-            raise InvalidInputError(
-                f"messages[{i}]: role {role!r} (tool calls and tool results) is not supported by the "
-                "anthropic provider",
-                suggestion="Send the tool result as a user message, or use Anthropic's tools through extra keywords.",
-                field=f"messages[{i}].role",
-            )
-        if isinstance(content, str):
-            out.append({"role": role, "content": content})
-        else:
-            out.append({"role": role, "content": [_block(part, i, j) for j, part in enumerate(content)]})
-    if not out:
-        raise InvalidInputError(
-            "messages: the Messages API needs at least one user or assistant message besides the system ones",
-            suggestion='Add {"role": "user", "content": "..."}.',
-            field="messages",
-        )
+    system, turns = split_system(messages, "anthropic")
+    out = [{"role": role, "content": content if isinstance(content, str)
+            else [_block(part, i, j) for j, part in enumerate(content)]}
+           for i, role, content in turns]
     return ("\n\n".join(system) if system else None), out
-
-
-def _joined_text(parts: Any, i: int) -> str:
-    texts = []
-    for j, part in enumerate(parts or ()):
-        if part.get("type") != "text":
-            raise InvalidInputError(f"messages[{i}].content[{j}]: a system message may only hold text",
-                                    field=f"messages[{i}].content[{j}]")
-        texts.append(str(part.get("text", "")))
-    return "\n".join(texts)
 
 
 def _block(part: dict[str, Any], i: int, j: int) -> dict[str, Any]:

@@ -51,7 +51,7 @@ from ..errors import (
     StreamTruncatedError,
 )
 from ..types import Call, Completion, RawResponse, Request, Usage
-from ._base import Codec, StreamParser, decode_json, describe_body, dumps, status_error
+from ._base import Codec, StreamParser, decode_json, describe_body, dumps, split_system, status_error
 
 logger = logging.getLogger("gen_ai")
 
@@ -472,20 +472,11 @@ class BedrockStreamParser(StreamParser):
 def _convert_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """OpenAI chat messages -> (system blocks, Converse messages). Consecutive messages of one
     role are merged, since Converse wants user and assistant turns to alternate."""
-    system: list[dict[str, Any]] = []
+    texts, turns = split_system(messages, "bedrock")
+    system = [{"text": text} for text in texts if text]
     out: list[dict[str, Any]] = []
-    for i, message in enumerate(messages):
-        role = message.get("role")
-        blocks = _content_blocks(message.get("content"), i)
-        if role in ("system", "developer"):
-            system.extend({"text": b["text"]} for b in blocks if b.get("text"))
-            continue
-        if role not in ("user", "assistant"):
-            raise InvalidInputError(
-                f"messages[{i}].role {role!r} is not supported by provider 'bedrock'",
-                suggestion="Use system, user and assistant messages.",
-                field=f"messages[{i}].role",
-            )
+    for i, role, content in turns:
+        blocks = _content_blocks(content, i)
         if not blocks:
             continue
         if out and out[-1]["role"] == role:

@@ -43,7 +43,7 @@ from ..errors import (
 )
 from ..images import split_data_url
 from ..types import Call, Completion, RawResponse, Request, Usage
-from ._base import Codec, StreamParser, decode_json, dumps, error_details, json_headers, status_error
+from ._base import Codec, StreamParser, decode_json, dumps, error_details, json_headers, split_system, status_error
 
 DEFAULT_ENDPOINT = "https://generativelanguage.googleapis.com/v1beta"
 
@@ -280,35 +280,11 @@ def _retry_delay(details: list[dict[str, Any]]) -> float | None:
 
 def convert_messages(messages: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
     """OpenAI chat messages -> (system texts, Gemini contents)."""
-    system: list[str] = []
-    contents: list[dict[str, Any]] = []
-    for i, message in enumerate(messages):
-        role = message.get("role")
-        content = message.get("content")
-        if role in ("system", "developer"):
-            if isinstance(content, str):
-                system.append(content)
-            else:
-                system.extend(str(p.get("text", "")) for p in content or () if p.get("type") == "text")
-            continue
-        if role not in ("user", "assistant") or content is None:
-            raise InvalidInputError(
-                f"messages[{i}]: role {role!r} (tool calls and tool results) is not supported by the "
-                "gemini provider",
-                suggestion="Send the tool result as a user message.",
-                field=f"messages[{i}].role",
-            )
-        if isinstance(content, str):
-            parts = [{"text": content}]
-        else:
-            parts = [_part(part, i, j) for j, part in enumerate(content)]
-        contents.append({"role": "model" if role == "assistant" else "user", "parts": parts})
-    if not contents:
-        raise InvalidInputError(
-            "messages: Gemini needs at least one user or assistant message besides the system ones",
-            suggestion='Add {"role": "user", "content": "..."}.',
-            field="messages",
-        )
+    system, turns = split_system(messages, "gemini")
+    contents = [{"role": "model" if role == "assistant" else "user",
+                 "parts": [{"text": content}] if isinstance(content, str)
+                 else [_part(part, i, j) for j, part in enumerate(content)]}
+                for i, role, content in turns]
     return system, contents
 
 
