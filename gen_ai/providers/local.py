@@ -37,7 +37,7 @@ from typing import Any
 from ..errors import APITimeoutError, ConfigurationError, InvalidInputError
 from ..types import Call, Completion, RawResponse, Request
 from ._base import Codec, StreamParser, decode_json, dumps
-from .openai import OpenAIStreamParser, completion_from_json
+from .openai import OpenAIStreamParser, base_body, completion_from_json
 
 logger = logging.getLogger("gen_ai")
 
@@ -148,18 +148,8 @@ class LocalCodec(Codec):
         return f"<LocalCodec model={self.model_path!r} n_ctx={self.n_ctx}>"
 
     def build_request(self, call: Call) -> Request:
-        body: dict[str, Any] = {"model": self.model_id}
-        if call.kind == "chat":
-            body["messages"] = [_flatten(i, m) for i, m in enumerate(call.messages or [])]
-        else:
-            body["prompt"] = call.prompt
-        body["max_tokens"] = call.max_tokens
-        body["temperature"] = call.temperature
-        body["top_p"] = call.top_p
-        if call.n != 1:
-            body["n"] = call.n
-        if call.stream:
-            body["stream"] = True
+        messages = [_flatten(i, m) for i, m in enumerate(call.messages or [])] if call.kind == "chat" else None
+        body = base_body(call, self.model_id, messages)
         if call.schema is not None:
             # llama-cpp-python's own spelling: compiled to a llama.cpp grammar by the transport.
             body["response_format"] = {"type": "json_object", "schema": call.schema.json_schema}

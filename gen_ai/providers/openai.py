@@ -66,6 +66,23 @@ def normalize_base_url(endpoint: str, default_path: str = "/v1") -> str:
     return base
 
 
+def base_body(call: Call, model: str, messages: Any) -> dict[str, Any]:
+    """The fields every OpenAI-style request body shares (also built by the local provider)."""
+    body: dict[str, Any] = {"model": model}
+    if call.kind == "chat":
+        body["messages"] = messages
+    else:
+        body["prompt"] = call.prompt
+    body["max_tokens"] = call.max_tokens
+    body["temperature"] = call.temperature
+    body["top_p"] = call.top_p
+    if call.n != 1:
+        body["n"] = call.n
+    if call.stream:
+        body["stream"] = True
+    return body
+
+
 class OpenAICodec(Codec):
     provider = "openai"
     env_api_key = "OPENAI_API_KEY"
@@ -114,20 +131,9 @@ class OpenAICodec(Codec):
     # -- requests -------------------------------------------------------------------------
 
     def build_body(self, call: Call) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.model_name}
-        if call.kind == "chat":
-            body["messages"] = call.messages
-        else:
-            body["prompt"] = call.prompt
-        body["max_tokens"] = call.max_tokens
-        body["temperature"] = call.temperature
-        body["top_p"] = call.top_p
-        if call.n != 1:
-            body["n"] = call.n
-        if call.stream:
-            body["stream"] = True
-            if self.stream_usage:
-                body["stream_options"] = {"include_usage": True}
+        body = base_body(call, self.model_name, call.messages)
+        if call.stream and self.stream_usage:
+            body["stream_options"] = {"include_usage": True}
         if call.schema is not None:
             self._add_schema(body, call)
         if call.extra:
