@@ -29,9 +29,32 @@ class Schema:
 
     @classmethod
     def from_user(cls, value: Any) -> "Schema":
-        """Accept a JSON-schema dict, a JSON-schema string, or a pydantic model class."""
+        """Accept a JSON-schema dict, a JSON-schema string, or a pydantic model class.
+
+        Schemas are cached by content, so a batch of thousands of calls with one guided_json
+        checks the schema and compiles its validator once, not once per call."""
         if isinstance(value, Schema):
             return value
+        if isinstance(value, type) and hasattr(value, "model_json_schema"):
+            key: Any = value
+        elif isinstance(value, dict):
+            try:  # key order kept: property order steers grammar-constrained generation
+                key = json.dumps(value)
+            except (TypeError, ValueError):
+                key = None
+        else:
+            key = value if isinstance(value, (str, bytes)) else None
+        cached = _CACHE.get(key) if key is not None else None
+        if cached is None:
+            cached = cls._build(json.loads(key) if isinstance(value, dict) and key is not None else value)
+            if key is not None:
+                if len(_CACHE) >= 256:
+                    _CACHE.clear()
+                _CACHE[key] = cached
+        return cached
+
+    @classmethod
+    def _build(cls, value: Any) -> "Schema":
         if isinstance(value, type) and hasattr(value, "model_json_schema"):
             return cls(value.model_json_schema(), model=value, name=value.__name__)
         if isinstance(value, (str, bytes)):
@@ -100,6 +123,10 @@ class Schema:
                     f"the answer does not validate as {self.name}: {exc}", text=text, field="guided_json"
                 ) from None
         return value
+
+
+# Schemas by content (or pydantic class); see Schema.from_user.
+_CACHE: dict[Any, Schema] = {}
 
 
 def _validator_class(schema: dict[str, Any]) -> Any:

@@ -122,3 +122,17 @@ def test_import_is_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert out.stdout.strip() == "[]"
+
+
+def test_schema_is_checked_once_and_keeps_property_order():
+    from gen_ai.structured import Schema
+
+    schema = {"type": "object", "properties": {"z": {"type": "string"}, "a": {"type": "integer"}}}
+    first = Schema.from_user(schema)
+    assert Schema.from_user(dict(schema)) is first        # same content: one check, one validator
+    assert list(first.json_schema["properties"]) == ["z", "a"]
+    schema["properties"]["z"]["type"] = "number"          # the caller's later edits are a new schema
+    assert Schema.from_user(schema) is not first and first.json_schema["properties"]["z"]["type"] == "string"
+    for _ in range(2):                                      # a bad schema is never cached as good
+        with pytest.raises(InvalidInputError):
+            Schema.from_user({"type": "objekt"})

@@ -16,6 +16,7 @@ the field it did not accept.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Mapping
@@ -154,7 +155,7 @@ class OpenAICodec(Codec):
         elif dialect == "json_object":
             if call.kind == "completion":
                 # llama-cpp-python's /completions ignores response_format; it takes a GBNF grammar.
-                grammar = _gbnf(schema.json_schema)
+                grammar = _gbnf(json.dumps(schema.json_schema))
                 if grammar is not None:
                     body["grammar"] = grammar
                     return
@@ -218,14 +219,15 @@ class OpenAICodec(Codec):
         return OpenAIStreamParser(call.kind, self.provider, headers)
 
 
-def _gbnf(json_schema: dict[str, Any]) -> str | None:
-    """A GBNF grammar for the schema, when llama-cpp-python is importable here; else None
-    (the answer is then only validated client-side)."""
+@functools.lru_cache(maxsize=64)
+def _gbnf(json_schema: str) -> str | None:
+    """A GBNF grammar for the schema (JSON text), when llama-cpp-python is importable here; else
+    None (the answer is then only validated client-side). Cached: converting is not cheap."""
     try:
         from llama_cpp.llama_grammar import json_schema_to_gbnf
     except ImportError:
         return None
-    return str(json_schema_to_gbnf(json.dumps(json_schema)))
+    return str(json_schema_to_gbnf(json_schema))
 
 
 def completion_from_json(data: Any, kind: str, response: RawResponse, provider: str) -> Completion:
