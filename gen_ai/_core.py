@@ -160,9 +160,8 @@ def request_flow(codec: Any, call: Call, deadline: float, max_retries: int,
                 return response
             if response.status < 300:
                 return codec.parse_response(call, response)
-            error = codec.parse_error(response)
-            # Scrub before anything logs it: servers echo keys back in error messages.
-            error.redact(codec.secrets())
+            # Scrubbed here, for every provider, before anything logs it: servers echo keys back.
+            error = codec.parse_error(response).redact(codec.secrets())
             if adaptations < 4 and codec.fallback(call, error):
                 adaptations += 1
                 logger.info("gen_ai: %s rejected a field (%s); adapted the request and sending again",

@@ -223,8 +223,7 @@ class AnthropicCodec(Codec):
         error = status_error(response, self.provider, message, error_type, code, cls=cls, retryable=retryable)
         if error_type == "overloaded_error" or response.status == 529:
             error.suggestion = "Anthropic's API is overloaded; this is temporary, retry later or raise max_retries."
-        # Scrub now: the call flow logs the message before the client redacts the raised error.
-        return error.redact(self.secrets())
+        return error
 
     def stream_parser(self, call: Call, headers: Mapping[str, str]) -> StreamParser:
         return AnthropicStreamParser(self.provider)

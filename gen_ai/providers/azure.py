@@ -167,10 +167,6 @@ class AzureCodec(OpenAICodec):
         return completion
 
     def parse_error(self, response: RawResponse) -> GenAIError:
-        # Scrubbed here, not only when the error leaves the client: the retry log line quotes it.
-        return self._parse_error(response).redact(self.secrets())
-
-    def _parse_error(self, response: RawResponse) -> GenAIError:
         message, error_type, code = error_details(response.body)
         if error_type is not None and error_type.isdigit():  # Azure's "status": 400, not a type
             error_type = None

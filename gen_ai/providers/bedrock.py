@@ -359,10 +359,6 @@ class BedrockCodec(Codec):
                           request_id, [tool_calls])
 
     def parse_error(self, response: RawResponse) -> GenAIError:
-        # Scrubbed here, not only when the error leaves the client: the retry log line quotes it.
-        return self._parse_error(response).redact(self.secrets())
-
-    def _parse_error(self, response: RawResponse) -> GenAIError:
         code, message = _error_code_and_message(response)
         cls_retry = _ERROR_CLASSES.get(code or "")
         if cls_retry is None:

@@ -211,8 +211,7 @@ class GeminiCodec(Codec):
                              retryable=None if retryable is None else (retryable or response.status >= 500))
         if error.retry_after is None:
             error.retry_after = _retry_delay(details)
-        # Scrub now: the call flow logs the message before the client redacts the raised error.
-        return error.redact(self.secrets())
+        return error
 
     def stream_parser(self, call: Call, headers: Mapping[str, str]) -> StreamParser:
         return GeminiStreamParser(self.provider)
