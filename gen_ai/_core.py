@@ -250,8 +250,10 @@ def call_flow(codec: Any, call: Call, max_retries: int, observer: Observer | Non
                     reasons[i] = fixed.finish_reasons[0] if fixed.finish_reasons else None
                     usage = _add_usage(usage, fixed.usage)
     latency = time.perf_counter() - start
+    # n > 1: the usage is the call's, on ChatResults only (one copy per choice would be summed twice).
+    choice_usage = usage if call.n == 1 else None
     results = [
-        ChatResult(texts[i], finish_reason=reasons[i], usage=usage, model=completion.model,
+        ChatResult(texts[i], finish_reason=reasons[i], usage=choice_usage, model=completion.model,
                    raw=completion.raw, latency=latency, id=completion.id, choice_index=i,
                    parsed=parsed[i], tool_calls=tool_calls[i])
         for i in range(len(texts))

@@ -11,14 +11,27 @@ from typing import Any
 
 
 class Usage:
-    """Token counts of one call (or the sum over several, for n top-ups and batches)."""
+    """Token counts of one call (or the sum over several, for retries, n top-ups and batches).
 
-    __slots__ = ("prompt_tokens", "completion_tokens", "total_tokens")
+    One meaning for every provider: ``prompt_tokens`` counts every input token, cached ones
+    included (Anthropic's and Bedrock's ``input_tokens`` exclude them: the codecs add them back);
+    ``completion_tokens`` counts every output token, reasoning ones included;
+    ``total_tokens = prompt_tokens + completion_tokens``. The details are subsets:
+    ``cached_tokens`` (input read from the provider's prompt cache), ``cache_write_tokens``
+    (input written to it: Anthropic, Bedrock) and ``reasoning_tokens`` (output spent thinking).
+    """
 
-    def __init__(self, prompt_tokens: int = 0, completion_tokens: int = 0, total_tokens: int | None = None):
+    __slots__ = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "cache_write_tokens",
+                 "reasoning_tokens")
+
+    def __init__(self, prompt_tokens: int = 0, completion_tokens: int = 0, total_tokens: int | None = None,
+                 cached_tokens: int = 0, cache_write_tokens: int = 0, reasoning_tokens: int = 0) -> None:
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = completion_tokens
         self.total_tokens = prompt_tokens + completion_tokens if total_tokens is None else total_tokens
+        self.cached_tokens = cached_tokens
+        self.cache_write_tokens = cache_write_tokens
+        self.reasoning_tokens = reasoning_tokens
 
     def __add__(self, other: "Usage | None") -> "Usage":
         if other is None:
@@ -27,6 +40,9 @@ class Usage:
             self.prompt_tokens + other.prompt_tokens,
             self.completion_tokens + other.completion_tokens,
             self.total_tokens + other.total_tokens,
+            self.cached_tokens + other.cached_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
+            self.reasoning_tokens + other.reasoning_tokens,
         )
 
     def __eq__(self, other: object) -> bool:
@@ -37,16 +53,20 @@ class Usage:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
+            "cached_tokens": self.cached_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
         }
 
     def __repr__(self) -> str:
-        return (
-            f"Usage(prompt_tokens={self.prompt_tokens}, completion_tokens={self.completion_tokens}, "
-            f"total_tokens={self.total_tokens})"
-        )
+        details = "".join(f", {name}={getattr(self, name)}" for name in
+                          ("cached_tokens", "cache_write_tokens", "reasoning_tokens") if getattr(self, name))
+        return (f"Usage(prompt_tokens={self.prompt_tokens}, completion_tokens={self.completion_tokens}, "
+                f"total_tokens={self.total_tokens}{details})")
 
     def __reduce__(self) -> Any:
-        return (Usage, (self.prompt_tokens, self.completion_tokens, self.total_tokens))
+        return (Usage, (self.prompt_tokens, self.completion_tokens, self.total_tokens, self.cached_tokens,
+                        self.cache_write_tokens, self.reasoning_tokens))
 
 
 class Request:

@@ -8,6 +8,7 @@ test that needs it errors with the reason: it never skips.
 from __future__ import annotations
 
 import importlib.util
+import os
 import socket
 import subprocess
 import sys
@@ -21,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from fault_server import FaultServer  # noqa: E402
 
-SPECS = Path(__file__).resolve().parents[2] / "shared" / "specs"
+# ../shared/specs beside the checkout; GEN_AI_SPECS overrides it (worktrees live one level deeper).
+SPECS = Path(os.environ.get("GEN_AI_SPECS") or Path(__file__).resolve().parents[2] / "shared" / "specs")
 
 
 def smollm2_path() -> str:

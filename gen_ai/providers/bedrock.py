@@ -542,9 +542,16 @@ def _finish_reason(stop: Any, structured_tool: bool) -> str | None:
 def _usage(usage: Any) -> Usage | None:
     if not isinstance(usage, dict):
         return None
+    """Converse's ``inputTokens`` leaves out cache reads and writes (``totalTokens`` counts them),
+    so they are added back; when ``totalTokens`` shows a model counted them inside
+    ``inputTokens`` already, they are not added twice."""
     prompt = int(usage.get("inputTokens") or 0)
     completion = int(usage.get("outputTokens") or 0)
-    return Usage(prompt, completion, int(usage.get("totalTokens") or prompt + completion))
+    read = int(usage.get("cacheReadInputTokens") or 0)
+    write = int(usage.get("cacheWriteInputTokens") or 0)
+    if (read or write) and usage.get("totalTokens") != prompt + completion:
+        prompt += read + write
+    return Usage(prompt, completion, None, read, write)
 
 
 def _error_code_and_message(response: RawResponse) -> tuple[str | None, str]:

@@ -231,11 +231,16 @@ def candidate_text(candidate: dict[str, Any]) -> str:
 def usage_from_json(usage: Any) -> Usage | None:
     if not isinstance(usage, dict):
         return None
-    prompt = int(usage.get("promptTokenCount") or 0)
-    # Thinking tokens are billed as output.
-    completion = int(usage.get("candidatesTokenCount") or 0) + int(usage.get("thoughtsTokenCount") or 0)
-    total = usage.get("totalTokenCount")
-    return Usage(prompt, completion, int(total) if total is not None else None)
+    """promptTokenCount already includes cachedContentTokenCount; tool-use prompt tokens
+    (toolUsePromptTokenCount, input the model read from its tools) count as prompt; thinking
+    tokens (thoughtsTokenCount, billed as output) as completion. So total = prompt + completion
+    equals Gemini's totalTokenCount."""
+    prompt = int(usage.get("promptTokenCount") or 0) + int(usage.get("toolUsePromptTokenCount") or 0)
+    thoughts = int(usage.get("thoughtsTokenCount") or 0)
+    completion = int(usage.get("candidatesTokenCount") or 0) + thoughts
+    if not prompt and not completion and usage.get("totalTokenCount"):
+        return Usage(0, 0, int(usage["totalTokenCount"]))
+    return Usage(prompt, completion, None, int(usage.get("cachedContentTokenCount") or 0), 0, thoughts)
 
 
 def blocked_error(reason: str, provider: str, detail: Any = None, *, prompt: bool = False) -> ContentFilterError:

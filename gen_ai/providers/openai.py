@@ -257,11 +257,28 @@ def completion_from_json(data: Any, kind: str, response: RawResponse, provider: 
 
 
 def usage_from_json(usage: Any) -> Usage | None:
+    """OpenAI's usage: ``prompt_tokens`` already counts cached tokens and ``completion_tokens``
+    reasoning ones. The details come from ``prompt_tokens_details.cached_tokens`` (OpenAI, Azure,
+    vLLM with --enable-prompt-tokens-details, SGLang with --enable-cache-report, llama.cpp's server),
+    DeepSeek's ``prompt_cache_hit_tokens``, and ``completion_tokens_details.reasoning_tokens``
+    (OpenAI, Azure; a top-level ``reasoning_tokens`` is read too)."""
     if not isinstance(usage, dict):
         return None
     prompt = usage.get("prompt_tokens") or 0
     completion = usage.get("completion_tokens") or 0
-    return Usage(prompt, completion, usage.get("total_tokens") or prompt + completion)
+    total = prompt + completion if prompt or completion else usage.get("total_tokens") or 0
+    result = Usage(prompt, completion, total)
+    details = usage.get("prompt_tokens_details")
+    if details:
+        result.cached_tokens = details.get("cached_tokens") or 0
+    elif "prompt_cache_hit_tokens" in usage:
+        result.cached_tokens = usage["prompt_cache_hit_tokens"] or 0
+    details = usage.get("completion_tokens_details")
+    if details:
+        result.reasoning_tokens = details.get("reasoning_tokens") or 0
+    elif "reasoning_tokens" in usage:
+        result.reasoning_tokens = usage["reasoning_tokens"] or 0
+    return result
 
 
 class OpenAIStreamParser(StreamParser):
