@@ -208,11 +208,16 @@ def call_flow(codec: Any, call: Call, max_retries: int, observer: Observer | Non
         yield from probe_flow(codec, call)
     completion: Completion = yield from request_flow(codec, call, deadline, max_retries, observer)
     if call.n == 1 and call.schema is None and completion.texts:  # the common case, kept lean
-        return ChatResult(completion.texts[0], finish_reason=completion.finish_reasons[0],
-                          usage=completion.usage, model=completion.model, raw=completion.raw,
-                          latency=time.perf_counter() - start, id=completion.id,
-                          tool_calls=completion.tool_calls[0])
+        result = ChatResult(completion.texts[0], finish_reason=completion.finish_reasons[0],
+                            usage=completion.usage, model=completion.model, raw=completion.raw,
+                            latency=time.perf_counter() - start, id=completion.id,
+                            tool_calls=completion.tool_calls[0])
+        if completion.reasonings is not None or completion.reasoning_details is not None \
+                or completion.logprobs is not None:
+            attach_reasoning(result, completion, 0)
+        return result
     texts = list(completion.texts[: call.n])
+    sources: list[tuple[Completion, int]] = [(completion, i) for i in range(len(texts))]
     reasons = list(completion.finish_reasons[: call.n])
     tool_calls = list(completion.tool_calls[: call.n])
     usage = completion.usage
@@ -225,6 +230,7 @@ def call_flow(codec: Any, call: Call, max_retries: int, observer: Observer | Non
         extra: list[Completion] = yield Parallel(
             [request_flow(codec, single, deadline, max_retries, observer) for _ in range(call.n - len(texts))])
         for more in extra:
+            sources.append((more, 0))
             texts.append(more.texts[0] if more.texts else "")
             reasons.append(more.finish_reasons[0] if more.finish_reasons else None)
             tool_calls.append(more.tool_calls[0] if more.tool_calls else None)
@@ -246,6 +252,7 @@ def call_flow(codec: Any, call: Call, max_retries: int, observer: Observer | Non
                     logger.info("gen_ai: answer %d failed guided_json (%s); asking again", i, exc.message)
                     retry_call = _reask_call(call, texts[i], exc)
                     fixed: Completion = yield from request_flow(codec, retry_call, deadline, max_retries, observer)
+                    sources[i] = (fixed, 0)
                     texts[i] = fixed.texts[0] if fixed.texts else ""
                     reasons[i] = fixed.finish_reasons[0] if fixed.finish_reasons else None
                     usage = _add_usage(usage, fixed.usage)
@@ -258,9 +265,20 @@ def call_flow(codec: Any, call: Call, max_retries: int, observer: Observer | Non
                    parsed=parsed[i], tool_calls=tool_calls[i])
         for i in range(len(texts))
     ]
+    for result, (source, j) in zip(results, sources, strict=False):  # no choice: nothing to copy
+        attach_reasoning(result, source, j)
     if call.n == 1:
         return results[0]
     return ChatResults(results, usage, completion.model, latency, completion.raw)
+
+
+def attach_reasoning(result: ChatResult, completion: Completion, i: int) -> None:
+    """Copy choice ``i``'s thinking text, opaque reasoning items and logprobs onto the result
+    (set on the instance only when present)."""
+    for name, values in (("reasoning", completion.reasonings), ("reasoning_details", completion.reasoning_details),
+                         ("logprobs", completion.logprobs)):
+        if values is not None and i < len(values) and values[i] is not None:
+            setattr(result, name, values[i])
 
 
 def stream_open_flow(codec: Any, call: Call, max_retries: int) -> Flow:

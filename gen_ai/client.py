@@ -87,6 +87,32 @@ def validate_params(max_tokens: Any, temperature: Any, top_p: Any, n: Any, timeo
         raise _bad("timeout", f"must be a number of seconds > 0, got {timeout!r}", "Pass e.g. timeout=30.")
 
 
+# Keywords that become typed Call fields (mapped by every codec) instead of body fields.
+_CALL_OPTIONS = frozenset({"reasoning_effort", "logprobs", "top_logprobs"})
+
+
+def _call_options(extra: dict[str, Any]) -> tuple[str | int | None, bool, int | None]:
+    """Pop and check ``reasoning_effort``, ``logprobs`` and ``top_logprobs`` from the keywords."""
+    effort = extra.pop("reasoning_effort", None)
+    if effort is not None:
+        if isinstance(effort, bool) or not isinstance(effort, (str, int)) or effort == "" or \
+                (isinstance(effort, int) and effort < 0):
+            raise _bad("reasoning_effort", f"must be a level name or a token budget >= 0, got {effort!r}",
+                       'Use "none", "minimal", "low", "medium", "high", "xhigh" or "max" (or a provider\'s '
+                       "own value), or a whole number of thinking tokens.")
+        if isinstance(effort, str):
+            effort = effort.strip().lower()
+    logprobs = extra.pop("logprobs", False)
+    if not isinstance(logprobs, bool):
+        raise _bad("logprobs", f"must be True or False, got {logprobs!r}", "Pass logprobs=True.")
+    top = extra.pop("top_logprobs", None)
+    if top is not None:
+        if not isinstance(top, int) or isinstance(top, bool) or not 0 <= top <= 20:
+            raise _bad("top_logprobs", f"must be a whole number from 0 to 20, got {top!r}", "Pass e.g. top_logprobs=5.")
+        logprobs = True
+    return effort, logprobs, top
+
+
 def _check_extra(extra: dict[str, Any]) -> None:
     clash = _RESERVED.intersection(extra)
     if clash:
@@ -189,8 +215,14 @@ class Client:
               timeout: Any, guided_json: Any, schema_retries: Any, stream: bool,
               extra: dict[str, Any]) -> Call:
         validate_params(max_tokens, temperature, top_p, n, timeout)
+        effort = None
+        logprobs = False
+        top_logprobs = None
         if extra:
             _check_extra(extra)
+            if not _CALL_OPTIONS.isdisjoint(extra):
+                extra = dict(extra)  # the caller's dict (a batch shares one) stays as it was
+                effort, logprobs, top_logprobs = _call_options(extra)
         messages = prompt = None
         if kind == "chat":
             messages = validate_messages(source)
@@ -210,7 +242,8 @@ class Client:
             raise _bad("schema_retries", f"must be a whole number >= 0, got {schema_retries!r}", "Pass e.g. 1.")
         return Call(kind, messages=messages, prompt=prompt, max_tokens=max_tokens, temperature=temperature,
                     top_p=top_p, n=n, timeout=timeout, schema=schema, stream=stream, extra=extra,
-                    schema_retries=schema_retries)
+                    schema_retries=schema_retries, reasoning_effort=effort, logprobs=logprobs,
+                    top_logprobs=top_logprobs)
 
     def _run(self, build: Any, return_error: bool) -> Any:
         try:
@@ -499,7 +532,8 @@ class _StreamBase:
         self._return_error = return_error
         self._parser: Any = None
         self._start = time.perf_counter()
-        self.first_token_latency: float | None = None
+        self.first_token_latency: float | None = None  # to the first answer-text delta
+        self.first_reasoning_latency: float | None = None  # to the first thinking-text delta
         self.latency: float | None = None
         self.error: dict[str, Any] | None = None
         self.parsed: Any = None
@@ -522,6 +556,19 @@ class _StreamBase:
         return self._parser.finish_reason if self._parser is not None else None
 
     @property
+    def reasoning(self) -> str | None:
+        """The thinking text that streamed (never part of the iterated answer text), or None."""
+        return self._parser.reasoning if self._parser is not None else None
+
+    @property
+    def reasoning_details(self) -> list[dict[str, Any]] | None:
+        return self._parser.reasoning_details if self._parser is not None else None
+
+    @property
+    def logprobs(self) -> Any:
+        return self._parser.logprobs if self._parser is not None else None
+
+    @property
     def model(self) -> str | None:
         return self._parser.model if self._parser is not None else None
 
@@ -541,8 +588,13 @@ class _StreamBase:
 
     def to_result(self) -> ChatResult:
         """The whole streamed answer as a ChatResult (after iteration)."""
-        return ChatResult(self.text, finish_reason=self.finish_reason, usage=self.usage, model=self.model,
-                          latency=self.latency or 0.0, parsed=self.parsed)
+        result = ChatResult(self.text, finish_reason=self.finish_reason, usage=self.usage, model=self.model,
+                            latency=self.latency or 0.0, parsed=self.parsed)
+        for name in ("reasoning", "reasoning_details", "logprobs"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(result, name, value)
+        return result
 
 
 class TextStream(_StreamBase):
@@ -565,7 +617,10 @@ class TextStream(_StreamBase):
                                       client._transport, client._codec.secrets)
             self._parser = parser = codec.stream_parser(call, response.headers)
             for chunk in response.iter_bytes():
-                for delta in parser.feed(chunk):
+                deltas = parser.feed(chunk)
+                if self.first_reasoning_latency is None and parser.reasoning_parts:
+                    self.first_reasoning_latency = time.perf_counter() - self._start
+                for delta in deltas:
                     if self.first_token_latency is None:
                         self.first_token_latency = time.perf_counter() - self._start
                     yield delta
@@ -597,7 +652,10 @@ class AsyncTextStream(_StreamBase):
                                              client._async_transport, client._codec.secrets)
             self._parser = parser = codec.stream_parser(call, response.headers)
             async for chunk in response.iter_bytes():
-                for delta in parser.feed(chunk):
+                deltas = parser.feed(chunk)
+                if self.first_reasoning_latency is None and parser.reasoning_parts:
+                    self.first_reasoning_latency = time.perf_counter() - self._start
+                for delta in deltas:
                     if self.first_token_latency is None:
                         self.first_token_latency = time.perf_counter() - self._start
                     yield delta

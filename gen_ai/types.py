@@ -113,7 +113,8 @@ class Call:
 
     __slots__ = (
         "kind", "messages", "prompt", "max_tokens", "temperature", "top_p", "n",
-        "timeout", "schema", "stream", "extra", "schema_retries",
+        "timeout", "schema", "stream", "extra", "schema_retries", "reasoning_effort", "logprobs",
+        "top_logprobs",
     )
 
     def __init__(
@@ -131,6 +132,9 @@ class Call:
         stream: bool = False,
         extra: dict[str, Any] | None = None,
         schema_retries: int = 1,
+        reasoning_effort: str | int | None = None,
+        logprobs: bool = False,
+        top_logprobs: int | None = None,
     ) -> None:
         self.kind = kind  # "chat" or "completion"
         self.messages = messages
@@ -144,6 +148,11 @@ class Call:
         self.stream = stream
         self.extra = extra or {}
         self.schema_retries = schema_retries
+        # "none" | "minimal" | "low" | "medium" | "high" | "xhigh" | "max" | a provider's own
+        # value, or an int: a thinking budget in tokens. None: the provider's default.
+        self.reasoning_effort = reasoning_effort
+        self.logprobs = logprobs
+        self.top_logprobs = top_logprobs
 
     def replace(self, **changes: Any) -> "Call":
         new = Call.__new__(Call)
@@ -169,7 +178,8 @@ class Completion:
 
     ``raw`` is the parsed body, or the body's bytes (parsed when a user reads ``result.raw``)."""
 
-    __slots__ = ("texts", "finish_reasons", "usage", "model", "raw", "id", "tool_calls")
+    __slots__ = ("texts", "finish_reasons", "usage", "model", "raw", "id", "tool_calls", "reasonings",
+                 "reasoning_details", "logprobs")
 
     def __init__(
         self,
@@ -180,6 +190,9 @@ class Completion:
         raw: Any,
         id: str | None = None,
         tool_calls: list[Any] | None = None,
+        reasonings: list[str | None] | None = None,
+        reasoning_details: list[list[dict[str, Any]] | None] | None = None,
+        logprobs: list[Any] | None = None,
     ) -> None:
         self.texts = texts
         self.finish_reasons = finish_reasons
@@ -188,6 +201,10 @@ class Completion:
         self.raw = raw
         self.id = id
         self.tool_calls = tool_calls or [None] * len(texts)
+        # Per choice, or None when no choice has any (the common case: nothing allocated).
+        self.reasonings = reasonings  # the thinking text
+        self.reasoning_details = reasoning_details  # opaque items to send back next turn
+        self.logprobs = logprobs  # a list of TokenLogprob per choice
 
 
 class ChatResult(str):
@@ -208,6 +225,10 @@ class ChatResult(str):
     choice_index: int
     parsed: Any
     tool_calls: Any
+    # Set on the instance only when the provider sent them (no cost for the plain answer).
+    reasoning: str | None = None
+    reasoning_details: list[dict[str, Any]] | None = None
+    logprobs: "list[TokenLogprob] | None" = None
 
     def __new__(
         cls,
@@ -239,6 +260,19 @@ class ChatResult(str):
     def text(self) -> str:
         return str.__str__(self)
 
+    def to_message(self) -> dict[str, Any]:
+        """The assistant message to append to the conversation (OpenAI-shaped), plus under
+        ``reasoning_details`` what the provider needs back next turn (Anthropic thinking blocks
+        with their signatures, Gemini thought signatures, Bedrock reasoning blocks). Every codec
+        accepts it back in ``messages`` and drops the items that are not its own."""
+        message: dict[str, Any] = {"role": "assistant", "content": str.__str__(self)}
+        if self.tool_calls:
+            message["tool_calls"] = self.tool_calls
+        details = self.reasoning_details
+        if details:
+            message["reasoning_details"] = list(details)
+        return message
+
     @property
     def raw(self) -> Any:
         """The response body as JSON (parsed on first access)."""
@@ -259,7 +293,44 @@ class ChatResult(str):
             "latency": self.latency,
             "id": self.id,
             "parsed": parsed,
+            "reasoning": self.reasoning,
+            "logprobs": [lp.to_dict() for lp in self.logprobs] if self.logprobs is not None else None,
         }
+
+
+class TokenLogprob:
+    """One generated token's log probability, with the most likely alternatives at that position
+    (``top``: a list of ``(token, logprob)`` pairs, most likely first)."""
+
+    __slots__ = ("token", "logprob", "top", "bytes")
+
+    def __init__(self, token: str, logprob: float, top: list[tuple[str, float]] | None = None,
+                 bytes: list[int] | None = None) -> None:
+        self.token = token
+        self.logprob = logprob
+        self.top = top if top is not None else []
+        self.bytes = bytes
+
+    @property
+    def prob(self) -> float:
+        import math
+
+        return math.exp(self.logprob)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TokenLogprob) and self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"token": self.token, "logprob": self.logprob, "top": [list(t) for t in self.top],
+                "bytes": self.bytes}
+
+    def __repr__(self) -> str:
+        return f"TokenLogprob({self.token!r}, {self.logprob:.4f}, top={self.top!r})"
+
+    def __reduce__(self) -> Any:
+        return (TokenLogprob, (self.token, self.logprob, self.top, self.bytes))
 
 
 def _rebuild_result(text: str, state: dict[str, Any]) -> ChatResult:

@@ -45,10 +45,23 @@ class StreamParser:
         self.usage: Usage | None = None
         self.model: str | None = None
         self.id: str | None = None
+        self.reasoning_parts: list[str] = []  # thinking text of choice 0, never in feed()'s output
+        self.reasoning_details: list[dict[str, Any]] | None = None  # opaque items to send back
+        self.logprobs: list[Any] | None = None  # TokenLogprob of choice 0, when asked for
 
     @property
     def text(self) -> str:
         return "".join(self.parts)
+
+    @property
+    def reasoning(self) -> str | None:
+        parts = self.reasoning_parts
+        return "".join(parts) if parts else None
+
+    def add_detail(self, item: dict[str, Any]) -> None:
+        if self.reasoning_details is None:
+            self.reasoning_details = []
+        self.reasoning_details.append(item)
 
     def feed(self, chunk: bytes) -> list[str]:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -84,6 +85,50 @@ _ERROR_TYPES: dict[str, tuple[type[APIStatusError], bool]] = {
     "timeout_error": (ServerError, True),
 }
 _SAMPLING_WORDS = ("temperature", "top_p", "top_k", "sampling")
+# reasoning_effort -> budget_tokens for manual extended thinking ({type: "enabled"}).
+THINKING_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384, "xhigh": 32768, "max": 64000}
+# reasoning_effort -> output_config.effort for adaptive thinking (low, medium, high, xhigh, max).
+ADAPTIVE_EFFORTS = {"minimal": "low"}
+_MODEL_VERSION_RE = re.compile(r"claude-(?:opus|sonnet|haiku)-(\d+)(?:[-.](\d{1,2}))?(?!\d)")
+
+
+def thinking_mode(model_name: str) -> str:
+    """"adaptive" for Claude 4.6 and later (adaptive thinking with output_config.effort; the
+    budget_tokens form is deprecated there), "enabled" (budget_tokens) for older models."""
+    match = _MODEL_VERSION_RE.search(model_name.lower())
+    if match is None:
+        return "enabled"
+    version = (int(match.group(1)), int(match.group(2) or 0))
+    return "adaptive" if version >= (4, 6) else "enabled"
+
+
+def thinking_fields(effort: str | int, max_tokens: int, mode: str) -> tuple[dict[str, Any], str | None]:
+    """(the ``thinking`` object, the output_config.effort or None) for a reasoning_effort.
+    Raises InvalidInputError when a thinking budget cannot fit below max_tokens."""
+    if effort == "none":
+        return {"type": "disabled"}, None
+    if mode == "adaptive" and isinstance(effort, str):
+        return {"type": "adaptive"}, ADAPTIVE_EFFORTS.get(effort, effort)
+    if isinstance(effort, int):
+        budget = effort
+    elif effort in THINKING_BUDGETS:
+        budget = THINKING_BUDGETS[effort]
+    else:
+        raise InvalidInputError(
+            f"reasoning_effort={effort!r} is not a level this model's extended thinking takes",
+            suggestion=f"Use one of {', '.join(THINKING_BUDGETS)}, \"none\", or a budget in tokens (>= 1024).",
+            field="reasoning_effort",
+        )
+    # Thinking tokens count against max_tokens, and budget_tokens must be >= 1024 and < max_tokens.
+    budget = min(budget, max_tokens - 1)
+    if budget < 1024:
+        raise InvalidInputError(
+            f"max_tokens={max_tokens} leaves no room for extended thinking (budget_tokens must be >= 1024 and "
+            "below max_tokens, and thinking tokens count against max_tokens)",
+            suggestion="Pass max_tokens=4096 or more with reasoning_effort, or reasoning_effort=\"none\".",
+            field="max_tokens",
+        )
+    return {"type": "enabled", "budget_tokens": budget}, None
 _RETRYABLE_STREAM_ERRORS = frozenset({"overloaded_error", "api_error", "rate_limit_error", "timeout_error"})
 
 
@@ -139,6 +184,9 @@ class AnthropicCodec(Codec):
         # None: send temperature/top_p until the API rejects them; True: always; False: never.
         self.sampling_params = sampling_params
         self._send_sampling = sampling_params is not False
+        # Learned fact: how this model takes reasoning_effort ("adaptive" or "enabled"); from the
+        # model name, corrected by a 400 that names the other form.
+        self.thinking_mode = thinking_mode(model_name)
         credentials = {"x-api-key": self._api_key} if self._api_key else {}
         self._headers = json_headers({"anthropic-version": anthropic_version, **credentials}, headers)
 
@@ -163,6 +211,16 @@ class AnthropicCodec(Codec):
             if self.strict_schema:
                 schema = closed_objects(schema)
             body["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
+        if call.reasoning_effort is not None:
+            thinking, effort = thinking_fields(call.reasoning_effort, call.max_tokens, self.thinking_mode)
+            body["thinking"] = thinking
+            if effort is not None:
+                body["output_config"] = {**body.get("output_config", {}), "effort": effort}
+            if thinking["type"] != "disabled":
+                # Thinking is not compatible with temperature or top_k changes (top_p only 0.95..1).
+                body.pop("temperature", None)
+                if body.get("top_p", 1.0) < 0.95:
+                    body.pop("top_p")
         if call.extra:
             extra = dict(call.extra)
             stop = extra.pop("stop", None)
@@ -178,6 +236,16 @@ class AnthropicCodec(Codec):
         return Request("POST", self._url, headers, dumps(self.build_body(call)), call.stream)
 
     def fallback(self, call: Call, error: GenAIError) -> bool:
+        effort = call.reasoning_effort
+        if effort is not None and effort != "none" and error.status_code == 400:
+            message = (error.message or "").lower()
+            if self.thinking_mode == "adaptive" and "adaptive" in message:
+                self.thinking_mode = "enabled"
+                return True
+            if self.thinking_mode == "enabled" and isinstance(effort, str) and \
+                    ("budget_tokens" in message or "adaptive" in message):
+                self.thinking_mode = "adaptive"
+                return True
         if self.sampling_params is not None or not self._send_sampling or error.status_code != 400:
             return False
         message = (error.message or "").lower()

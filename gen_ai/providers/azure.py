@@ -149,7 +149,9 @@ class AzureCodec(OpenAICodec):
                 and "stream_options" in (error.message or "").lower():
             self.stream_usage = False
             return True
-        return False
+        # Reasoning deployments (o-series, gpt-5) under any deployment name: max_completion_tokens,
+        # no temperature / top_p, learned from the 400 once per client.
+        return self.adapt_reasoning_params(call, error)
 
     # -- responses --------------------------------------------------------------------------
 

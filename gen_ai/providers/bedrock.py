@@ -249,6 +249,8 @@ class BedrockCodec(Codec):
         if call.top_p != 1.0:
             inference["topP"] = call.top_p
         body["inferenceConfig"] = inference
+        if call.reasoning_effort is not None:
+            self._add_reasoning(body, inference, call)
         if call.schema is not None:
             self._add_schema(body, call.schema)
         if call.extra:
@@ -256,8 +258,43 @@ class BedrockCodec(Codec):
             stop = extra.pop("stop", None)
             if stop:
                 inference["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+            if "additionalModelRequestFields" in body:  # already merged with the reasoning fields
+                extra.pop("additionalModelRequestFields", None)
             body.update(extra)
         return body
+
+    def _add_reasoning(self, body: dict[str, Any], inference: dict[str, Any], call: Call) -> None:
+        """reasoning_effort in the model family's own additionalModelRequestFields."""
+        effort = call.reasoning_effort
+        assert effort is not None
+        model = self.model_name.lower()
+        fields: dict[str, Any]
+        if "anthropic." in model or "claude" in model:
+            from .anthropic import thinking_fields, thinking_mode
+
+            thinking, level = thinking_fields(effort, call.max_tokens, thinking_mode(model))
+            fields = {"thinking": thinking}
+            if level is not None:
+                fields["output_config"] = {"effort": level}
+            if thinking["type"] != "disabled":
+                inference.pop("temperature", None)  # Claude's thinking takes no temperature change
+                if inference.get("topP", 1.0) < 0.95:
+                    inference.pop("topP")
+        elif "amazon.nova" in model and isinstance(effort, str):
+            fields = {"reasoningConfig": {"type": "disabled"} if effort == "none" else
+                      {"type": "enabled", "maxReasoningEffort": {"minimal": "low", "xhigh": "high",
+                                                                "max": "high"}.get(effort, effort)}}
+        elif ("openai." in model or "gpt-oss" in model) and isinstance(effort, str):
+            fields = {"reasoning_effort": effort}
+        else:
+            raise InvalidInputError(
+                f"reasoning_effort={effort!r}: gen_ai does not know how Bedrock model {self.model_name!r} "
+                "takes a reasoning effort",
+                suggestion="Pass the model's own field instead, e.g. additionalModelRequestFields={...}.",
+                field="reasoning_effort",
+            )
+        user = call.extra.get("additionalModelRequestFields") if call.extra else None
+        body["additionalModelRequestFields"] = {**fields, **user} if isinstance(user, dict) else fields
 
     def _add_schema(self, body: dict[str, Any], schema: Any) -> None:
         if self.schema_mode == "tool":

@@ -68,6 +68,31 @@ _STATUSES: dict[str, tuple[type[GenAIError], bool]] = {
     "PERMISSION_DENIED": (AuthenticationError, False),
 }
 _DURATION_RE = re.compile(r"^\s*([0-9.]+)s\s*$")
+# reasoning_effort -> thinkingLevel (Gemini 3 and later) or thinkingBudget (Gemini 2.5).
+THINKING_LEVELS = {"none": "minimal", "minimal": "minimal", "low": "low", "medium": "medium", "high": "high",
+                   "xhigh": "high", "max": "high"}
+THINKING_BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 32768,
+                    "max": 32768, "auto": -1, "dynamic": -1}
+_GEMINI_VERSION_RE = re.compile(r"gemini-(\d+)")
+
+
+def thinking_config(effort: str | int, model_name: str) -> dict[str, Any]:
+    """generationConfig.thinkingConfig for a reasoning_effort. Thoughts are asked for
+    (includeThoughts) unless thinking is switched off, so ``result.reasoning`` gets them."""
+    config: dict[str, Any]
+    if isinstance(effort, int):
+        config = {"thinkingBudget": effort}
+    else:
+        match = _GEMINI_VERSION_RE.search(model_name.lower())
+        if match is not None and int(match.group(1)) >= 3:
+            config = {"thinkingLevel": THINKING_LEVELS.get(effort, effort)}
+        elif effort in THINKING_BUDGETS:
+            config = {"thinkingBudget": THINKING_BUDGETS[effort]}
+        else:
+            config = {"thinkingLevel": effort}  # a provider-specific value, passed through
+    if config.get("thinkingBudget") != 0:
+        config["includeThoughts"] = True
+    return config
 
 
 def _base_url(endpoint: str) -> str:
@@ -147,6 +172,8 @@ class GeminiCodec(Codec):
         if call.schema is not None:
             config["responseMimeType"] = "application/json"
             config["responseJsonSchema"] = call.schema.json_schema
+        if call.reasoning_effort is not None:
+            config["thinkingConfig"] = thinking_config(call.reasoning_effort, self.model_name)
         if self.safety_settings:
             body["safetySettings"] = self.safety_settings
         for key, value in (call.extra or {}).items():

@@ -19,13 +19,14 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from .._sse import SSEDecoder
-from ..errors import ConfigurationError, GenAIError, ResponseError, StreamError, StreamTruncatedError
-from ..types import Call, Completion, RawResponse, Request, Usage
+from ..errors import ConfigurationError, GenAIError, InvalidInputError, ResponseError, StreamError, StreamTruncatedError
+from ..types import Call, Completion, RawResponse, Request, TokenLogprob, Usage
 from ._base import Codec, StreamParser, decode_json, dumps, error_details, json_headers, status_error
 
 DIALECTS = ("json_schema", "json_object", "guided_json", "structured_outputs")
@@ -46,6 +47,24 @@ _DIALECT_ALIASES = {
 _OWNED_BY_DIALECT = {"me": "json_object", "llamacpp": "json_schema", "vllm": "json_schema", "sglang": "json_schema"}
 _FALLBACK = {"json_schema": "json_object", "json_object": "guided_json"}
 _SCHEMA_FIELD_WORDS = ("response_format", "json_schema", "json_object", "guided_json", "structured_outputs")
+# OpenAI's reasoning models (o1, o3, o4-mini, gpt-5, gpt-5.1, ...) take max_completion_tokens and
+# reject max_tokens, and (except the gpt-5 "chat" models) reject temperature / top_p other than
+# the default; known from the model name, so no failed round trip is needed.
+_REASONING_MODEL_RE = re.compile(r"^(?:o\d+(?:$|[-_.])|gpt-5)")
+_SAMPLING_PARAMS = frozenset({"temperature", "top_p"})
+# Words of a 4xx that says a named body field was not accepted (OpenAI, Azure, vLLM/pydantic).
+_REJECT_WORDS = ("unsupported", "not supported", "does not support", "not allowed", "input should be",
+                 "unrecognized", "extra inputs", "invalid value", "unknown parameter")
+# Parameters the adapt-on-400 may stop sending, once per client.
+_DROPPABLE = ("temperature", "top_p", "reasoning_effort")
+
+
+def reasoning_model_facts(model_name: str) -> tuple[str, frozenset[str]]:
+    """(the max-tokens field, the parameters not to send) for a model name, before any call."""
+    name = model_name.rsplit("/", 1)[-1].lower()
+    if not _REASONING_MODEL_RE.match(name):
+        return "max_tokens", frozenset()
+    return "max_completion_tokens", (frozenset() if "chat" in name else _SAMPLING_PARAMS)
 
 
 def normalize_base_url(endpoint: str, default_path: str = "/v1") -> str:
@@ -128,11 +147,37 @@ class OpenAICodec(Codec):
         self.stream_usage = stream_usage
         self._headers = json_headers({"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}, headers)
         self._urls = {"chat": f"{self.base_url}/chat/completions", "completion": f"{self.base_url}/completions"}
+        # Learned facts (from the model name, then from 4xx answers; see fallback()):
+        # the chat body's max-tokens field, and the parameters this model rejects.
+        self.max_tokens_field, self.rejected_params = reasoning_model_facts(model_name)
+        # Servers other than OpenAI's own take chat_template_kwargs (Qwen3 / DeepSeek thinking switch).
+        host = (urlsplit(self.base_url).hostname or "").lower()
+        self.template_thinking_switch = not (host == "api.openai.com" or host.endswith(".openai.azure.com"))
 
     # -- requests -------------------------------------------------------------------------
 
     def build_body(self, call: Call) -> dict[str, Any]:
-        body = base_body(call, self.model_name, call.messages)
+        messages = call.messages
+        if messages is not None:
+            for message in messages:
+                if "reasoning_details" in message:  # another provider's items from to_message()
+                    messages = strip_reasoning_details(messages)
+                    break
+        body = base_body(call, self.model_name, messages)
+        if self.max_tokens_field != "max_tokens" and call.kind == "chat":
+            body[self.max_tokens_field] = body.pop("max_tokens")
+        if self.rejected_params:
+            for name in self.rejected_params:
+                body.pop(name, None)
+        if call.reasoning_effort is not None:
+            self._add_reasoning_effort(body, call.reasoning_effort)
+        if call.logprobs:
+            if call.kind == "chat":
+                body["logprobs"] = True
+                if call.top_logprobs is not None:
+                    body["top_logprobs"] = call.top_logprobs
+            else:  # the legacy completions API: logprobs is the number of alternatives
+                body["logprobs"] = call.top_logprobs or 0
         if call.stream and self.stream_usage:
             body["stream_options"] = {"include_usage": True}
         if call.schema is not None:
@@ -143,6 +188,39 @@ class OpenAICodec(Codec):
 
     def build_request(self, call: Call) -> Request:
         return Request("POST", self._urls[call.kind], self._headers, dumps(self.build_body(call)), call.stream)
+
+    def _add_reasoning_effort(self, body: dict[str, Any], effort: str | int) -> None:
+        if isinstance(effort, int):
+            raise InvalidInputError(
+                f"reasoning_effort={effort}: provider {self.provider!r} takes a level name, not a token budget",
+                suggestion='Pass reasoning_effort="low", "medium" or "high" (or "none" / "minimal" where the '
+                           "model takes it).",
+                field="reasoning_effort",
+            )
+        if "reasoning_effort" not in self.rejected_params:
+            body["reasoning_effort"] = effort
+        if effort == "none" and self.template_thinking_switch:
+            # Qwen3 / DeepSeek-style chat templates on vLLM, SGLang and llama.cpp switch thinking off here.
+            body["chat_template_kwargs"] = {"enable_thinking": False}
+
+    def adapt_reasoning_params(self, call: Call, error: GenAIError) -> bool:
+        """A 4xx naming max_tokens (use max_completion_tokens) or a parameter the model rejects
+        (temperature, top_p, reasoning_effort): change the learned fact once and send again."""
+        if error.status_code not in (400, 422):
+            return False
+        message = (error.message or "").lower()
+        if ("max_completion_tokens" in message and "max_tokens" in message and call.kind == "chat"
+                and self.max_tokens_field == "max_tokens"):
+            self.max_tokens_field = "max_completion_tokens"
+            return True
+        if not any(word in message for word in _REJECT_WORDS):
+            return False
+        for name in _DROPPABLE:
+            if name in message and name not in self.rejected_params and \
+                    (name != "reasoning_effort" or call.reasoning_effort is not None):
+                self.rejected_params = self.rejected_params | {name}
+                return True
+        return False
 
     def _add_schema(self, body: dict[str, Any], call: Call) -> None:
         schema = call.schema
@@ -197,6 +275,8 @@ class OpenAICodec(Codec):
         if call.stream and self.stream_usage and "stream_options" in message:
             self.stream_usage = False
             return True
+        if self.adapt_reasoning_params(call, error):
+            return True
         if call.schema is None or not any(word in message for word in _SCHEMA_FIELD_WORDS):
             return False
         current = "json_schema" if self.dialect == "auto" else self.dialect
@@ -217,6 +297,13 @@ class OpenAICodec(Codec):
 
     def stream_parser(self, call: Call, headers: Mapping[str, str]) -> StreamParser:
         return OpenAIStreamParser(call.kind, self.provider, headers)
+
+
+def strip_reasoning_details(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages without ``reasoning_details`` (Chat Completions servers reject unknown
+    message fields, and have no use for other providers' signatures)."""
+    return [{k: v for k, v in m.items() if k != "reasoning_details"} if "reasoning_details" in m else m
+            for m in messages]
 
 
 @functools.lru_cache(maxsize=64)
@@ -242,18 +329,56 @@ def completion_from_json(data: Any, kind: str, response: RawResponse, provider: 
     texts: list[str] = []
     reasons: list[str | None] = []
     tool_calls: list[Any] = []
-    for choice in choices:
+    reasonings: list[str | None] | None = None
+    logprobs: list[Any] | None = None
+    for i, choice in enumerate(choices):
         if kind == "chat":
             answer = choice.get("message") or {}
             texts.append(answer.get("content") or "")
             tool_calls.append(answer.get("tool_calls"))
+            # vLLM (since early 2026), Ollama /v1, LM Studio, OpenRouter: "reasoning";
+            # SGLang, llama.cpp, DeepSeek, older vLLM: "reasoning_content".
+            thinking = answer.get("reasoning_content") or answer.get("reasoning")
+            if thinking and isinstance(thinking, str):
+                if reasonings is None:
+                    reasonings = [None] * len(choices)
+                reasonings[i] = thinking
         else:
             texts.append(choice.get("text") or "")
             tool_calls.append(None)
         reasons.append(choice.get("finish_reason"))
+        if choice.get("logprobs"):
+            if logprobs is None:
+                logprobs = [None] * len(choices)
+            logprobs[i] = logprobs_from_json(choice["logprobs"])
     # raw stays bytes until read (see types._lazy_json).
     return Completion(texts, reasons, usage_from_json(data.get("usage")), data.get("model"), response.body or data,
-                      data.get("id"), tool_calls)
+                      data.get("id"), tool_calls, reasonings, None, logprobs)
+
+
+def logprobs_from_json(value: Any) -> list[TokenLogprob] | None:
+    """Chat ``logprobs.content`` [{token, logprob, bytes, top_logprobs: [{token, logprob}]}], or
+    the legacy completions shape {tokens, token_logprobs, top_logprobs: [{token: logprob}]}."""
+    if not isinstance(value, dict):
+        return None
+    content = value.get("content")
+    if isinstance(content, list):
+        return [TokenLogprob(str(item.get("token", "")), float(item.get("logprob") or 0.0),
+                             [(str(t.get("token", "")), float(t.get("logprob") or 0.0))
+                              for t in item.get("top_logprobs") or () if isinstance(t, dict)],
+                             item.get("bytes"))
+                for item in content if isinstance(item, dict)]
+    tokens = value.get("tokens")
+    if isinstance(tokens, list):
+        lps = value.get("token_logprobs") or []
+        tops = value.get("top_logprobs") or []
+        out = []
+        for j, token in enumerate(tokens):
+            top = tops[j] if j < len(tops) and isinstance(tops[j], dict) else {}
+            out.append(TokenLogprob(str(token), float(lps[j] if j < len(lps) and lps[j] is not None else 0.0),
+                                    sorted(((str(k), float(v)) for k, v in top.items()), key=lambda t: -t[1])))
+        return out
+    return None
 
 
 def usage_from_json(usage: Any) -> Usage | None:
@@ -330,12 +455,25 @@ class OpenAIStreamParser(StreamParser):
             self.id = obj.get("id")
             self.model = obj.get("model")
         for choice in obj.get("choices") or ():
+            index = choice.get("index", 0)
             if self._chat:
                 delta = choice.get("delta")
-                text = delta.get("content") if delta else None
+                if delta:
+                    text = delta.get("content")
+                    thinking = delta.get("reasoning_content") or delta.get("reasoning")
+                    if thinking and index == 0 and isinstance(thinking, str):
+                        self.reasoning_parts.append(thinking)
+                else:
+                    text = None
             else:
                 text = choice.get("text")
-            index = choice.get("index", 0)
+            if index == 0 and choice.get("logprobs"):
+                more = logprobs_from_json(choice["logprobs"])
+                if more:
+                    if self.logprobs is None:
+                        self.logprobs = more
+                    else:
+                        self.logprobs.extend(more)
             if text:
                 if index == 0:
                     out.append(text)
@@ -355,6 +493,10 @@ class OpenAIStreamParser(StreamParser):
             completion = completion_from_json(decode_json(raw, self._provider), self._kind, raw, self._provider)
             self.finish_reason = completion.finish_reasons[0] if completion.finish_reasons else None
             self.usage, self.model, self.id = completion.usage, completion.model, completion.id
+            if completion.reasonings and completion.reasonings[0]:
+                self.reasoning_parts.append(completion.reasonings[0])
+            if completion.logprobs and completion.logprobs[0]:
+                self.logprobs = completion.logprobs[0]
             text = completion.texts[0] if completion.texts else ""
             self.parts.append(text)
             return [text] if text else []
