@@ -266,19 +266,29 @@ class AnthropicCodec(Codec):
             )
         texts: list[str] = []
         tool_calls: list[dict[str, Any]] = []
+        thinking: list[str] = []
+        details: list[dict[str, Any]] = []
         for block in data["content"]:
             if not isinstance(block, dict):
                 continue
-            if block.get("type") == "text":
+            kind = block.get("type")
+            if kind == "text":
                 texts.append(str(block.get("text") or ""))
-            elif block.get("type") == "tool_use":
+            elif kind == "thinking":
+                thinking.append(str(block.get("thinking") or ""))
+                details.append({"type": "anthropic.thinking", "thinking": block.get("thinking") or "",
+                                "signature": block.get("signature") or ""})
+            elif kind == "redacted_thinking":
+                details.append({"type": "anthropic.redacted_thinking", "data": block.get("data") or ""})
+            elif kind == "tool_use":
                 tool_calls.append({
                     "id": block.get("id"), "type": "function",
                     "function": {"name": block.get("name"), "arguments": json.dumps(block.get("input") or {})},
                 })
         stop = data.get("stop_reason")
         return Completion(["".join(texts)], [map_stop_reason(stop)], usage_from_json(data.get("usage")),
-                          data.get("model"), data, data.get("id"), [tool_calls or None])
+                          data.get("model"), data, data.get("id"), [tool_calls or None],
+                          ["".join(thinking)] if thinking else None, [details] if details else None)
 
     def parse_error(self, response: RawResponse) -> GenAIError:
         message, error_type, code = error_details(response.body)
@@ -320,7 +330,33 @@ def convert_messages(messages: list[dict[str, Any]]) -> tuple[str | None, list[d
     out = [{"role": role, "content": content if isinstance(content, str)
             else [_block(part, i, j) for j, part in enumerate(content)]}
            for i, role, content in turns]
+    for k, (i, role, _) in enumerate(turns):
+        details = messages[i].get("reasoning_details") if role == "assistant" else None
+        if details:
+            out[k]["content"] = thinking_blocks(details) + _as_blocks(out[k]["content"])
     return ("\n\n".join(system) if system else None), out
+
+
+def thinking_blocks(details: Any) -> list[dict[str, Any]]:
+    """The thinking / redacted_thinking blocks of a to_message() ``reasoning_details`` list,
+    unmodified and in order, as the Messages API requires them back (other providers' items are
+    skipped)."""
+    blocks: list[dict[str, Any]] = []
+    for item in details if isinstance(details, list) else ():
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") == "anthropic.thinking":
+            blocks.append({"type": "thinking", "thinking": item.get("thinking", ""),
+                           "signature": item.get("signature", "")})
+        elif item.get("type") == "anthropic.redacted_thinking":
+            blocks.append({"type": "redacted_thinking", "data": item.get("data", "")})
+    return blocks
+
+
+def _as_blocks(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    return list(content)
 
 
 def _block(part: dict[str, Any], i: int, j: int) -> dict[str, Any]:
@@ -373,6 +409,7 @@ class AnthropicStreamParser(StreamParser):
         self._done = False
         self._input: dict[str, Any] = {}
         self._output_tokens = 0
+        self._blocks: dict[int, dict[str, Any]] = {}  # index -> thinking block being streamed
 
     def feed(self, chunk: bytes) -> list[str]:
         out: list[str] = []
@@ -400,8 +437,32 @@ class AnthropicStreamParser(StreamParser):
         kind = obj.get("type") or name
         if kind == "content_block_delta":
             delta = obj.get("delta") or {}
-            if delta.get("type") == "text_delta" and delta.get("text"):
-                out.append(delta["text"])
+            dtype = delta.get("type")
+            if dtype == "text_delta":
+                if delta.get("text"):
+                    out.append(delta["text"])
+            elif dtype == "thinking_delta":
+                piece = delta.get("thinking")
+                if piece:
+                    self.reasoning_parts.append(piece)
+                    block = self._blocks.get(obj.get("index", -1))
+                    if block is not None:
+                        block["thinking"] += piece
+            elif dtype == "signature_delta":
+                block = self._blocks.get(obj.get("index", -1))
+                if block is not None:
+                    block["signature"] += delta.get("signature") or ""
+        elif kind == "content_block_start":
+            start = obj.get("content_block") or {}
+            if start.get("type") == "thinking":
+                block = {"type": "anthropic.thinking", "thinking": start.get("thinking") or "",
+                         "signature": start.get("signature") or ""}
+                if block["thinking"]:
+                    self.reasoning_parts.append(block["thinking"])
+                self._blocks[obj.get("index", -1)] = block
+                self.add_detail(block)
+            elif start.get("type") == "redacted_thinking":
+                self.add_detail({"type": "anthropic.redacted_thinking", "data": start.get("data") or ""})
         elif kind == "message_start":
             message = obj.get("message") or {}
             self.id = message.get("id")
@@ -424,7 +485,7 @@ class AnthropicStreamParser(StreamParser):
                 suggestion=("Anthropic's API is overloaded; retry the request later."
                             if error_type == "overloaded_error" else None),
             )
-        # ping, content_block_start, content_block_stop and unknown future events carry no text.
+        # ping, content_block_stop and unknown future events carry no text.
 
     def _usage(self, usage: Any) -> None:
         if not isinstance(usage, dict):

@@ -372,6 +372,8 @@ class BedrockCodec(Codec):
             )
         texts: list[str] = []
         tool_uses: list[Any] = []
+        thinking: list[str] = []
+        details: list[dict[str, Any]] = []
         for block in message.get("content") or ():
             if not isinstance(block, dict):
                 continue
@@ -379,6 +381,15 @@ class BedrockCodec(Codec):
                 texts.append(block["text"])
             elif isinstance(block.get("toolUse"), dict):
                 tool_uses.append(block["toolUse"])
+            elif isinstance(block.get("reasoningContent"), dict):
+                reasoning = block["reasoningContent"]
+                item = reasoning.get("reasoningText")
+                if isinstance(item, dict):
+                    thinking.append(str(item.get("text") or ""))
+                    details.append({"type": "bedrock.reasoning", "text": item.get("text") or "",
+                                    "signature": item.get("signature")})
+                elif reasoning.get("redactedContent"):
+                    details.append({"type": "bedrock.redacted", "data": reasoning["redactedContent"]})
         stop = data.get("stopReason")
         structured_tool = call.schema is not None and self.schema_mode == "tool"
         if structured_tool and tool_uses:
@@ -393,7 +404,8 @@ class BedrockCodec(Codec):
         headers = response.headers
         request_id = headers.get("x-amzn-requestid") if headers else None
         return Completion([text], [reason], _usage(data.get("usage")), self.model_name, data,
-                          request_id, [tool_calls])
+                          request_id, [tool_calls], ["".join(thinking)] if thinking else None,
+                          [details] if details else None)
 
     def parse_error(self, response: RawResponse) -> GenAIError:
         code, message = _error_code_and_message(response)
@@ -427,6 +439,7 @@ class BedrockStreamParser(StreamParser):
         self._stopped = False
         self._pending = 0
         self._deferred: StreamError | None = None
+        self._blocks: dict[int, dict[str, Any]] = {}  # contentBlockIndex -> reasoning block
         self.model = model
 
     def feed(self, chunk: bytes) -> list[str]:
@@ -477,6 +490,10 @@ class BedrockStreamParser(StreamParser):
             raise StreamError(f"malformed {event} event: {payload[:200]!r}", provider=self._provider) from None
         if event == "contentBlockDelta":
             delta = data.get("delta") or {}
+            reasoning = delta.get("reasoningContent")
+            if isinstance(reasoning, dict):
+                self._reasoning_delta(data.get("contentBlockIndex", -1), reasoning)
+                return
             text = delta.get("text")
             if text is None and self._structured_tool:
                 text = (delta.get("toolUse") or {}).get("input")
@@ -487,6 +504,21 @@ class BedrockStreamParser(StreamParser):
             self.finish_reason = _finish_reason(data.get("stopReason"), self._structured_tool)
         elif event == "metadata":
             self.usage = _usage(data.get("usage"))
+
+    def _reasoning_delta(self, index: int, delta: dict[str, Any]) -> None:
+        """ReasoningContentBlockDelta: text pieces, then the block's signature (or redacted data)."""
+        if delta.get("redactedContent"):
+            self.add_detail({"type": "bedrock.redacted", "data": delta["redactedContent"]})
+            return
+        block = self._blocks.get(index)
+        if block is None:
+            block = self._blocks[index] = {"type": "bedrock.reasoning", "text": "", "signature": None}
+            self.add_detail(block)
+        if delta.get("text"):
+            self.reasoning_parts.append(delta["text"])
+            block["text"] += delta["text"]
+        if delta.get("signature"):
+            block["signature"] = (block["signature"] or "") + delta["signature"]
 
     def close(self) -> list[str]:
         self._raise_deferred()
@@ -510,6 +542,9 @@ def _convert_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, An
     out: list[dict[str, Any]] = []
     for i, role, content in turns:
         blocks = _content_blocks(content, i)
+        details = messages[i].get("reasoning_details") if role == "assistant" else None
+        if details:
+            blocks = _reasoning_blocks(details) + blocks
         if not blocks:
             continue
         if out and out[-1]["role"] == role:
@@ -517,6 +552,23 @@ def _convert_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, An
         else:
             out.append({"role": role, "content": blocks})
     return system, out
+
+
+def _reasoning_blocks(details: Any) -> list[dict[str, Any]]:
+    """Converse reasoningContent blocks from a to_message() ``reasoning_details`` list (the text
+    and signature unmodified, as Bedrock requires them back); other providers' items skipped."""
+    blocks: list[dict[str, Any]] = []
+    for item in details if isinstance(details, list) else ():
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") == "bedrock.reasoning":
+            text: dict[str, Any] = {"text": item.get("text") or ""}
+            if item.get("signature"):
+                text["signature"] = item["signature"]
+            blocks.append({"reasoningContent": {"reasoningText": text}})
+        elif item.get("type") == "bedrock.redacted":
+            blocks.append({"reasoningContent": {"redactedContent": item.get("data")}})
+    return blocks
 
 
 def _content_blocks(content: Any, index: int) -> list[dict[str, Any]]:

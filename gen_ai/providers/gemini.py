@@ -212,6 +212,8 @@ class GeminiCodec(Codec):
         texts: list[str] = []
         reasons: list[str | None] = []
         blocked: list[str] = []
+        thoughts: list[str | None] = []
+        details: list[list[dict[str, Any]] | None] = []
         for candidate in candidates:
             raw_reason = candidate.get("finishReason")
             if raw_reason in BLOCK_REASONS:
@@ -219,10 +221,14 @@ class GeminiCodec(Codec):
                 continue
             texts.append(candidate_text(candidate))
             reasons.append(map_finish_reason(raw_reason))
+            thought, detail = candidate_reasoning(candidate)
+            thoughts.append(thought)
+            details.append(detail)
         if blocked and not texts:
             raise blocked_error(blocked[0], self.provider, candidates[0].get("finishMessage"))
         return Completion(texts, reasons, usage_from_json(data.get("usageMetadata")),
-                          data.get("modelVersion"), data, data.get("responseId"))
+                          data.get("modelVersion"), data, data.get("responseId"), None,
+                          thoughts if any(thoughts) else None, details if any(details) else None)
 
     def parse_error(self, response: RawResponse) -> GenAIError:
         message, status, code = error_details(response.body)
@@ -253,6 +259,27 @@ def map_finish_reason(reason: Any) -> str | None:
 def candidate_text(candidate: dict[str, Any]) -> str:
     parts = (candidate.get("content") or {}).get("parts") or ()
     return "".join(str(p.get("text") or "") for p in parts if isinstance(p, dict) and not p.get("thought"))
+
+
+def candidate_reasoning(candidate: dict[str, Any]) -> tuple[str | None, list[dict[str, Any]] | None]:
+    """The thought text (parts with ``thought: true``, sent with includeThoughts) and the
+    ``thoughtSignature`` of each part that has one, for to_message() to send back on that part."""
+    thoughts: list[str] = []
+    details: list[dict[str, Any]] | None = None
+    for part in (candidate.get("content") or {}).get("parts") or ():
+        if not isinstance(part, dict):
+            continue
+        if part.get("thought") and part.get("text"):
+            thoughts.append(str(part["text"]))
+        signature = part.get("thoughtSignature")
+        if signature:
+            call = part.get("functionCall")
+            item: dict[str, Any] = {"type": "gemini.thought_signature", "signature": signature,
+                                    "part": "function_call" if call else ("thought" if part.get("thought") else "text")}
+            if isinstance(call, dict):
+                item["name"] = call.get("name")
+            details = (details or []) + [item]
+    return ("".join(thoughts) if thoughts else None), details
 
 
 def usage_from_json(usage: Any) -> Usage | None:
@@ -312,11 +339,36 @@ def _retry_delay(details: list[dict[str, Any]]) -> float | None:
 def convert_messages(messages: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
     """OpenAI chat messages -> (system texts, Gemini contents)."""
     system, turns = split_system(messages, "gemini")
-    contents = [{"role": "model" if role == "assistant" else "user",
+    contents: list[dict[str, Any]] = [{"role": "model" if role == "assistant" else "user",
                  "parts": [{"text": content}] if isinstance(content, str)
                  else [_part(part, i, j) for j, part in enumerate(content)]}
                 for i, role, content in turns]
+    for k, (i, role, _) in enumerate(turns):
+        details = messages[i].get("reasoning_details") if role == "assistant" else None
+        if details:
+            attach_thought_signatures(contents[k]["parts"], details)
     return system, contents
+
+
+def attach_thought_signatures(parts: list[dict[str, Any]], details: Any) -> None:
+    """Put each Gemini ``thoughtSignature`` of a to_message() back on the part it came with: a
+    function call's on that call's part (by name), a text or thought one on the first text part
+    (the answer's text is sent back as one part). Other providers' items are skipped."""
+    for item in details if isinstance(details, list) else ():
+        if not isinstance(item, dict) or item.get("type") != "gemini.thought_signature":
+            continue
+        target = None
+        if item.get("part") == "function_call":
+            target = next((p for p in parts if isinstance(p.get("functionCall"), dict)
+                           and p["functionCall"].get("name") == item.get("name")
+                           and "thoughtSignature" not in p), None)
+        else:
+            target = next((p for p in parts if "text" in p and "thoughtSignature" not in p), None)
+        if target is None:
+            if not parts or item.get("part") == "function_call":
+                continue
+            target = parts[0]
+        target["thoughtSignature"] = item.get("signature")
 
 
 def _part(part: dict[str, Any], i: int, j: int) -> dict[str, Any]:
@@ -398,6 +450,12 @@ class GeminiStreamParser(StreamParser):
             self.usage = usage_from_json(obj["usageMetadata"])
         for candidate in obj.get("candidates") or ():
             index = int(candidate.get("index") or 0)
+            if index == 0:
+                thought, detail = candidate_reasoning(candidate)
+                if thought:
+                    self.reasoning_parts.append(thought)
+                for item in detail or ():
+                    self.add_detail(item)
             text = candidate_text(candidate)
             if text:
                 if index == 0:
