@@ -42,7 +42,7 @@ from ..errors import (
     StreamTruncatedError,
 )
 from ..images import split_data_url
-from ..types import Call, Completion, RawResponse, Request, Usage
+from ..types import Call, Completion, RawResponse, Request, TokenLogprob, Usage
 from ._base import Codec, StreamParser, decode_json, dumps, error_details, json_headers, split_system, status_error
 
 DEFAULT_ENDPOINT = "https://generativelanguage.googleapis.com/v1beta"
@@ -174,6 +174,10 @@ class GeminiCodec(Codec):
             config["responseJsonSchema"] = call.schema.json_schema
         if call.reasoning_effort is not None:
             config["thinkingConfig"] = thinking_config(call.reasoning_effort, self.model_name)
+        if call.logprobs:
+            config["responseLogprobs"] = True
+            if call.top_logprobs is not None:
+                config["logprobs"] = call.top_logprobs
         if self.safety_settings:
             body["safetySettings"] = self.safety_settings
         for key, value in (call.extra or {}).items():
@@ -214,6 +218,7 @@ class GeminiCodec(Codec):
         blocked: list[str] = []
         thoughts: list[str | None] = []
         details: list[list[dict[str, Any]] | None] = []
+        logprobs: list[Any] = []
         for candidate in candidates:
             raw_reason = candidate.get("finishReason")
             if raw_reason in BLOCK_REASONS:
@@ -224,11 +229,13 @@ class GeminiCodec(Codec):
             thought, detail = candidate_reasoning(candidate)
             thoughts.append(thought)
             details.append(detail)
+            logprobs.append(candidate_logprobs(candidate) if "logprobsResult" in candidate else None)
         if blocked and not texts:
             raise blocked_error(blocked[0], self.provider, candidates[0].get("finishMessage"))
         return Completion(texts, reasons, usage_from_json(data.get("usageMetadata")),
                           data.get("modelVersion"), data, data.get("responseId"), None,
-                          thoughts if any(thoughts) else None, details if any(details) else None)
+                          thoughts if any(thoughts) else None, details if any(details) else None,
+                          logprobs if any(lp is not None for lp in logprobs) else None)
 
     def parse_error(self, response: RawResponse) -> GenAIError:
         message, status, code = error_details(response.body)
@@ -280,6 +287,21 @@ def candidate_reasoning(candidate: dict[str, Any]) -> tuple[str | None, list[dic
                 item["name"] = call.get("name")
             details = (details or []) + [item]
     return ("".join(thoughts) if thoughts else None), details
+
+
+def candidate_logprobs(candidate: dict[str, Any]) -> list[TokenLogprob] | None:
+    """Candidate.logprobsResult: chosenCandidates[i] and topCandidates[i].candidates per step."""
+    result = candidate.get("logprobsResult")
+    if not isinstance(result, dict):
+        return None
+    chosen = result.get("chosenCandidates") or []
+    tops = result.get("topCandidates") or []
+    out = []
+    for i, item in enumerate(chosen):
+        top = tops[i].get("candidates") or [] if i < len(tops) and isinstance(tops[i], dict) else []
+        out.append(TokenLogprob(str(item.get("token", "")), float(item.get("logProbability") or 0.0),
+                                [(str(t.get("token", "")), float(t.get("logProbability") or 0.0)) for t in top]))
+    return out
 
 
 def usage_from_json(usage: Any) -> Usage | None:
@@ -451,6 +473,12 @@ class GeminiStreamParser(StreamParser):
         for candidate in obj.get("candidates") or ():
             index = int(candidate.get("index") or 0)
             if index == 0:
+                if "logprobsResult" in candidate:
+                    more = candidate_logprobs(candidate) or []
+                    if self.logprobs is None:
+                        self.logprobs = more
+                    else:
+                        self.logprobs.extend(more)
                 thought, detail = candidate_reasoning(candidate)
                 if thought:
                     self.reasoning_parts.append(thought)
