@@ -21,6 +21,11 @@ PROVIDERS: dict[str, str] = {
     "gemini": "gen_ai.providers.gemini:GeminiCodec",
 }
 
+# create_client(..., api=NAME): another wire protocol for the same provider.
+APIS: dict[tuple[str, str], str] = {
+    ("openai", "responses"): "gen_ai.providers.openai_responses:OpenAIResponsesCodec",
+}
+
 # Options that belong to the Client (transport, retries); everything else goes to the codec.
 _CLIENT_OPTIONS = ("max_retries", "timeout", "schema_retries", "max_connections")
 
@@ -46,7 +51,18 @@ def create_client(
             suggestion=f"Use one of: {', '.join(sorted(PROVIDERS))}.",
             field="provider",
         )
-    module_name, class_name = PROVIDERS[provider.lower()].split(":")
+    target = PROVIDERS[provider.lower()]
+    api = options.pop("api", None)
+    if api is not None and api not in ("chat", "chat_completions"):
+        if (provider.lower(), api) not in APIS:
+            raise ConfigurationError(
+                f"api={api!r} is not available for provider {provider!r}",
+                suggestion="Use api='responses' with provider='openai' (OpenAI, vLLM, SGLang, llama.cpp, Ollama, "
+                           "LM Studio), or leave api out for Chat Completions.",
+                field="api",
+            )
+        target = APIS[(provider.lower(), api)]
+    module_name, class_name = target.split(":")
     module = importlib.import_module(module_name)
     codec_cls = getattr(module, class_name)
     client_options = {k: options.pop(k) for k in _CLIENT_OPTIONS if k in options}
