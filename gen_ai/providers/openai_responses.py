@@ -142,7 +142,8 @@ def responses_input(messages: list[dict[str, Any]]) -> tuple[str | None, list[di
         if content is not None and (content != "" or not message.get("tool_calls")):
             if isinstance(content, list):
                 if role == "assistant":  # an input message of the assistant role takes text
-                    content = "".join(str(p.get("text", "")) for p in content if p.get("type") in ("text", "output_text"))
+                    content = "".join(str(p.get("text", "")) for p in content
+                                      if p.get("type") in ("text", "output_text"))
                 else:
                     content = [_part(part) for part in content]
             items.append({"role": role if role != "function" else "user", "content": content})
