@@ -7,6 +7,8 @@ import json
 import math
 import pickle
 
+import pytest
+
 from conftest import spec_validator
 
 from gen_ai.providers.openai import OpenAICodec, OpenAIStreamParser, logprobs_from_json
@@ -91,3 +93,18 @@ def test_gemini_logprobs_request_and_result():
         "chosenCandidates": [{"token": "Hi", "logProbability": -0.1}]}
     [t] = result_of(codec, body, call).logprobs
     assert (t.token, t.logprob, t.top) == ("Hi", -0.1, [("Hi", -0.1), ("Hello", -2.4)])
+
+
+def test_local_in_process_model_logprobs():
+    """provider="local" (llama-cpp-python in-process) takes the same keywords."""
+    from gen_ai.factory import create_client
+
+    from gen_ai.errors import InvalidInputError
+
+    with create_client(provider="local", n_threads=1) as local:
+        with pytest.raises(InvalidInputError, match="logits_all=True"):
+            local.run_chat_completions(MESSAGES, max_tokens=4, logprobs=True)
+    with create_client(provider="local", n_threads=1, logits_all=True) as local:
+        result = local.run_chat_completions(MESSAGES, max_tokens=4, logprobs=True, top_logprobs=2)
+        assert result.logprobs and "".join(t.token for t in result.logprobs) == result
+        assert all(1 <= len(t.top) <= 2 for t in result.logprobs)

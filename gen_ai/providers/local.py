@@ -111,6 +111,7 @@ class LocalCodec(Codec):
         seed: int | None = None,
         n_gpu_layers: int = 0,
         chat_format: str | None = None,
+        logits_all: bool = False,
     ) -> None:
         if endpoint:
             raise ConfigurationError(
@@ -141,6 +142,7 @@ class LocalCodec(Codec):
         self.seed = seed
         self.n_gpu_layers = n_gpu_layers
         self.chat_format = chat_format
+        self.logits_all = logits_all  # llama.cpp keeps every position's logits: needed for logprobs
         self._urls = {"chat": f"local://{self.model_id}/chat/completions",
                       "completion": f"local://{self.model_id}/completions"}
 
@@ -150,6 +152,18 @@ class LocalCodec(Codec):
     def build_request(self, call: Call) -> Request:
         messages = [_flatten(i, m) for i, m in enumerate(call.messages or [])] if call.kind == "chat" else None
         body = base_body(call, self.model_id, messages)
+        if call.logprobs:  # llama-cpp-python takes OpenAI's spelling of both
+            if not self.logits_all:
+                raise InvalidInputError(
+                    "logprobs: the local model was loaded without logits_all, which llama.cpp needs for them",
+                    suggestion="Create the client with create_client(provider='local', logits_all=True).",
+                    field="logprobs")
+            if call.kind == "chat":
+                body["logprobs"] = True
+                if call.top_logprobs is not None:
+                    body["top_logprobs"] = call.top_logprobs
+            else:
+                body["logprobs"] = call.top_logprobs or 1
         if call.schema is not None:
             # llama-cpp-python's own spelling: compiled to a llama.cpp grammar by the transport.
             body["response_format"] = {"type": "json_object", "schema": call.schema.json_schema}
@@ -162,6 +176,14 @@ class LocalCodec(Codec):
 
     def stream_parser(self, call: Call, headers: Mapping[str, str]) -> StreamParser:
         return OpenAIStreamParser(call.kind, self.provider, headers)
+
+
+def _dumps_answer(answer: Any) -> bytes:
+    """llama-cpp-python's answer as JSON; its logprobs are numpy float32, which json refuses."""
+    try:
+        return dumps(answer)
+    except TypeError:
+        return json.dumps(answer, ensure_ascii=False, separators=(",", ":"), default=float).encode("utf-8")
 
 
 def _flatten(index: int, message: dict[str, Any]) -> dict[str, Any]:
@@ -280,6 +302,8 @@ class LocalModel:
             options["seed"] = codec.seed
         if codec.chat_format is not None:
             options["chat_format"] = codec.chat_format
+        if codec.logits_all:
+            options["logits_all"] = True
         start = time.perf_counter()
         try:
             llama = CheckedLlama(**options)
@@ -445,7 +469,7 @@ class LocalTransport:
                 "completion_tokens": sum(u.get("completion_tokens", 0) for u in usage),
                 "total_tokens": usage[0].get("prompt_tokens", 0) + sum(u.get("completion_tokens", 0) for u in usage),
             }
-        return RawResponse(200, _JSON_HEADERS, dumps(merged), request.url, request.method)
+        return RawResponse(200, _JSON_HEADERS, _dumps_answer(merged), request.url, request.method)
 
     def open_stream(self, request: Request, timeout: float) -> LocalStream | RawResponse:
         body = json.loads(request.body or b"{}")
@@ -509,7 +533,7 @@ class LocalStream:
                         for choice in chunk.get("choices") or ():
                             choice["index"] = i
                     last = chunk
-                    yield b"data: " + dumps(chunk) + b"\n\n"
+                    yield b"data: " + _dumps_answer(chunk) + b"\n\n"
                 criterion = llama.gen_ai_criterion
                 generated = criterion.sampled if criterion else 0
                 reason = ((last or {}).get("choices") or [{}])[0].get("finish_reason")
