@@ -163,6 +163,7 @@ class Client:
             raise InvalidInputError(f"schema_retries must be a whole number >= 0, got {schema_retries!r}",
                                     field="schema_retries")
         timeouts = Timeouts.from_option(timeout)
+        self._timeouts = timeouts
         self._codec = codec
         self.max_retries = max_retries
         self.schema_retries = schema_retries
@@ -189,6 +190,39 @@ class Client:
     @property
     def codec(self) -> Any:
         return self._codec
+
+    # -- the seam runners (gen_ai.batch, gen_ai.ray_data) use instead of private attributes --
+
+    def secrets(self) -> tuple[str, ...]:
+        """The credential values to scrub from errors and logs, as of now."""
+        return self._secrets
+
+    @property
+    def transport(self) -> Any:
+        """The sync transport (connection pool) the client's calls go through."""
+        return self._transport
+
+    @property
+    def async_transport(self) -> Any:
+        """The async transport (aiohttp pool, per event loop) of the ``arun_*`` calls."""
+        return self._async_transport
+
+    def new_async_transport(self, max_connections: int) -> Any:
+        """A fresh async pool with this client's timeouts, for a private event loop (the caller
+        closes it); None when the client's async transport is not an HTTP pool."""
+        if not isinstance(self._async_transport, AsyncTransport):
+            return None
+        return AsyncTransport(self._timeouts, max_connections=max_connections)
+
+    validate_params = staticmethod(validate_params)
+
+    def build_call(self, kind: str, source: Any, max_tokens: Any, temperature: Any, top_p: Any, n: Any,
+                   timeout: Any, guided_json: Any, schema_retries: Any, stream: bool,
+                   extra: dict[str, Any]) -> Call:
+        """Validate one call's input and build its ``Call`` (what every ``run_*`` method sends).
+        ``kind`` is "chat" (``source`` = messages) or "completion" (``source`` = prompt)."""
+        return self._call(kind, source, max_tokens, temperature, top_p, n, timeout, guided_json,
+                          schema_retries, stream, extra)
 
     def __repr__(self) -> str:
         return f"<gen_ai.Client provider={self.provider!r} model={self.model_name!r} codec={self._codec!r}>"
