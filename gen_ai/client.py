@@ -214,6 +214,11 @@ class Client:
             return None
         return AsyncTransport(self._timeouts, max_connections=max_connections)
 
+    @property
+    def hooks(self) -> Any:
+        """The client's ``gen_ai.hooks.HookSet``, or None when nothing observes its calls."""
+        return self._hooks
+
     validate_params = staticmethod(validate_params)
 
     def build_call(self, kind: str, source: Any, max_tokens: Any, temperature: Any, top_p: Any, n: Any,

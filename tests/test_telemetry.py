@@ -292,3 +292,33 @@ print([s.name for s in exporter.get_finished_spans()])
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "['chat smollm2']"
+
+
+def test_batch_is_one_parent_span_with_a_child_per_item(llama_server, otel):
+    client = create_client(endpoint=llama_server, model_name="smollm2", hooks=[otel.hooks()], telemetry=False)
+    prompts = [[{"role": "user", "content": f"Count to {i}."}] for i in range(3)]
+    results = client.run_chat_completions_batch(prompts, max_tokens=4, max_concurrent=2)
+    spans = otel.spans()
+    (batch,) = [s for s in spans if s.name.startswith("batch")]
+    items = [s for s in spans if s.name == "chat smollm2"]
+    assert len(items) == 3
+    assert all(s.parent is not None and s.parent.span_id == batch.context.span_id for s in items)
+    assert {s.context.trace_id for s in spans} == {batch.context.trace_id}
+    attrs = dict(batch.attributes)
+    assert attrs["gen_ai.operation.name"] == "batch"
+    assert attrs["gen_ai_client.batch.succeeded"] == 3 and attrs["gen_ai_client.batch.failed"] == 0
+    assert attrs["gen_ai.usage.output_tokens"] == results.stats.completion_tokens
+    # Per-item metrics are recorded; the batch itself is not an operation of the conventions.
+    assert otel.metrics()["gen_ai.client.operation.duration"][0].count == 3
+
+
+def test_file_batch_items_are_traced(fault_server, otel, tmp_path):
+    fault_server.default = lambda request: __import__("fault_server").Step(200, chat_body("ok"))
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n".join(json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
+                                            "body": {"model": "m", "messages": MESSAGES}}) for i in range(4)) + "\n")
+    client = create_client(endpoint=fault_server.url, model_name="m", hooks=[otel.hooks()], telemetry=False)
+    stats = client.run_batch_file(source, tmp_path / "out.jsonl")
+    assert stats.succeeded == 4
+    spans = otel.spans()
+    assert sorted(s.name for s in spans) == ["batch m"] + ["chat m"] * 4
