@@ -90,7 +90,7 @@ class _Engine:
         self.stats = stats
         # Tracing (gen_ai.hooks): one observer for the whole batch, a child per item; None when
         # no hook is active, so an untraced batch pays one attribute check per item.
-        self.hooks = getattr(client, "hooks", None)
+        self.hooks: Any = getattr(client, "hooks", None)
         self.observer: Any = None
 
     def _begin(self) -> None:
@@ -167,7 +167,7 @@ class _Engine:
             await gate.acquire(cost)
             wt.admitted = True
             wt.debited = cost
-            observer = gate if self.observer is None else self._item_observer(call)
+            observer: Any = gate if self.observer is None else self._item_observer(call)
             try:
                 result = await _core.run_async(_core.call_flow(codec, call, max_retries, observer), wt, secrets)
             except Exception as exc:
