@@ -542,6 +542,7 @@ class _Engine:
                       transport: Any) -> None:
         client = self.client
         codec, secrets, max_retries = client._codec, client._secrets, client.max_retries
+        state = client._state
         gate = self.gate
         wt = _WorkerTransport(gate, transport)
         for key, payload in items:
@@ -557,7 +558,7 @@ class _Engine:
             wt.admitted = True
             wt.debited = cost
             try:
-                result = await _core.run_async(_core.call_flow(codec, call, max_retries, gate), wt, secrets)
+                result = await _core.run_async(_core.call_flow(codec, call, max_retries, gate, state), wt, secrets)
             except Exception as exc:
                 if not isinstance(exc, GenAIError):
                     logger.exception("gen_ai: unexpected error in a batch item")
@@ -573,6 +574,7 @@ class _Engine:
     def run_sync(self, items: Iterator[tuple[Any, Any]], build: BuildCall, on_done: OnDone) -> None:
         client = self.client
         codec, secrets, max_retries = client._codec, client._secrets, client.max_retries
+        state = client._state
         gate = self.gate
         wt = _SyncWorkerTransport(gate, client._transport)
         for key, payload in items:
@@ -582,7 +584,7 @@ class _Engine:
                 call = build(payload)
                 wt.cost = _estimate_tokens(call) if gate.tokens is not None else 0.0
                 wt.debited = 0.0
-                result = _core.run_sync(_core.call_flow(codec, call, max_retries, gate), wt, secrets)
+                result = _core.run_sync(_core.call_flow(codec, call, max_retries, gate, state), wt, secrets)
             except Exception as exc:
                 if not isinstance(exc, GenAIError):
                     logger.exception("gen_ai: unexpected error in a batch item")

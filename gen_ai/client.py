@@ -12,7 +12,8 @@ from typing import Any, TypeVar
 
 from . import _core
 from ._http import AsyncTransport, SyncTransport, Timeouts
-from .errors import GenAIError, InvalidInputError
+from ._state import ServerState
+from .errors import GenAIError, InvalidInputError, SchemaValidationError
 from .types import Call, ChatResult, ChatResults, Usage
 
 VALID_ROLES = frozenset({"system", "user", "assistant", "tool", "developer", "function"})
@@ -121,6 +122,8 @@ class Client:
                                     field="schema_retries")
         timeouts = Timeouts.from_option(timeout)
         self._codec = codec
+        # What this client learns about its server (dialect, n limit, ...): never in the codec.
+        self._state = ServerState()
         self.max_retries = max_retries
         self.schema_retries = schema_retries
         self._transport = transport if transport is not None else SyncTransport(timeouts)
@@ -145,6 +148,12 @@ class Client:
     @property
     def codec(self) -> Any:
         return self._codec
+
+    @property
+    def server_state(self) -> ServerState:
+        """What this client has learned about its server (detected kind, structured-output
+        dialect, n limit, ...); see gen_ai/_state.py."""
+        return self._state
 
     def __repr__(self) -> str:
         return f"<gen_ai.Client provider={self.provider!r} model={self.model_name!r} codec={self._codec!r}>"
@@ -181,7 +190,7 @@ class Client:
     def _run(self, build: Any, return_error: bool) -> Any:
         try:
             call = build()
-            result = _core.run_sync(_core.call_flow(self._codec, call, self.max_retries),
+            result = _core.run_sync(_core.call_flow(self._codec, call, self.max_retries, None, self._state),
                                     self._transport, self._codec.secrets)
         except GenAIError as exc:
             if return_error:
@@ -192,7 +201,8 @@ class Client:
     async def _arun(self, build: Any, return_error: bool) -> Any:
         try:
             call = build()
-            result = await _core.run_async(_core.call_flow(self._codec, call, self.max_retries),
+            result = await _core.run_async(_core.call_flow(self._codec, call, self.max_retries, None,
+                                                           self._state),
                                            self._async_transport, self._codec.secrets)
         except GenAIError as exc:
             if return_error:
@@ -495,7 +505,14 @@ class _StreamBase:
         self.latency = time.perf_counter() - self._start
         call = self._call
         if call is not None and call.schema is not None:
-            self.parsed = call.schema.validate(self.text)
+            try:
+                self.parsed = call.schema.validate(self.text)
+            except SchemaValidationError as exc:
+                if self.finish_reason != "length":
+                    raise
+                from .structured import cut_off
+
+                raise cut_off(exc, call.max_tokens, self._client.provider) from None
 
     def _failed(self, exc: GenAIError) -> bool:
         """Scrub the error; True when it should be kept in ``.error`` instead of raised."""
@@ -527,7 +544,7 @@ class TextStream(_StreamBase):
                 self._call = self._build()
             call = self._call
             codec = client._codec
-            response = _core.run_sync(_core.stream_open_flow(codec, call, client.max_retries),
+            response = _core.run_sync(_core.stream_open_flow(codec, call, client.max_retries, client._state),
                                       client._transport, client._codec.secrets)
             self._parser = parser = codec.stream_parser(call, response.headers)
             for chunk in response.iter_bytes():
@@ -559,7 +576,8 @@ class AsyncTextStream(_StreamBase):
                 self._call = self._build()
             call = self._call
             codec = client._codec
-            response = await _core.run_async(_core.stream_open_flow(codec, call, client.max_retries),
+            response = await _core.run_async(_core.stream_open_flow(codec, call, client.max_retries,
+                                                                    client._state),
                                              client._async_transport, client._codec.secrets)
             self._parser = parser = codec.stream_parser(call, response.headers)
             async for chunk in response.iter_bytes():
