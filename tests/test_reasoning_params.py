@@ -128,8 +128,8 @@ def test_adapts_on_400_once_per_client(server, provider):
     assert len(server.requests) == 5
     last = server.requests[-1].json()
     assert last["max_completion_tokens"] == 300 and "temperature" not in last and "top_p" not in last
-    codec = client.codec
-    assert codec.max_tokens_field == "max_completion_tokens" and codec.rejected_params == {"temperature", "top_p"}
+    state = client.server_state  # learned once per client
+    assert state.max_tokens_field == "max_completion_tokens" and state.rejected_fields == {"temperature", "top_p"}
     client.close()
 
 
@@ -224,7 +224,7 @@ def test_anthropic_learns_the_other_thinking_form(server):
                      "usage": {"input_tokens": 1, "output_tokens": 1}})
     assert client.run_chat_completions(MESSAGES, max_tokens=5000, reasoning_effort="low") == "ok"
     assert server.requests[1].json()["thinking"] == {"type": "enabled", "budget_tokens": 2048}
-    assert client.codec.thinking_mode == "enabled"
+    assert client.server_state.thinking_mode == "enabled" and client.codec.thinking_mode == "adaptive"
     client.close()
 
 

@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .._sse import SSEDecoder
+from .._state import FRESH, Changes, ServerState
 from ..errors import (
     APIStatusError,
     AuthenticationError,
@@ -85,6 +86,7 @@ _ERROR_TYPES: dict[str, tuple[type[APIStatusError], bool]] = {
     "timeout_error": (ServerError, True),
 }
 _SAMPLING_WORDS = ("temperature", "top_p", "top_k", "sampling")
+_SAMPLING_FIELDS = frozenset({"temperature", "top_p"})
 # reasoning_effort -> budget_tokens for manual extended thinking ({type: "enabled"}).
 THINKING_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384, "xhigh": 32768, "max": 64000}
 # reasoning_effort -> output_config.effort for adaptive thinking (low, medium, high, xhigh, max).
@@ -181,18 +183,19 @@ class AnthropicCodec(Codec):
         self.model_name = model_name
         self._api_key = api_key or None
         self.strict_schema = strict_schema
-        # None: send temperature/top_p until the API rejects them; True: always; False: never.
+        # None: send temperature/top_p until the API rejects them (learned in the client's
+        # ServerState.rejected_fields); True: always; False: never.
         self.sampling_params = sampling_params
         self._send_sampling = sampling_params is not False
-        # Learned fact: how this model takes reasoning_effort ("adaptive" or "enabled"); from the
-        # model name, corrected by a 400 that names the other form.
+        # How this model takes reasoning_effort ("adaptive" or "enabled"), from the model name;
+        # a 400 naming the other form is learned in ServerState.thinking_mode.
         self.thinking_mode = thinking_mode(model_name)
         credentials = {"x-api-key": self._api_key} if self._api_key else {}
         self._headers = json_headers({"anthropic-version": anthropic_version, **credentials}, headers)
 
     # -- requests -------------------------------------------------------------------------
 
-    def build_body(self, call: Call) -> dict[str, Any]:
+    def build_body(self, call: Call, state: ServerState = FRESH) -> dict[str, Any]:
         if call.kind == "chat":
             system, messages = convert_messages(call.messages or [])
         else:
@@ -200,7 +203,7 @@ class AnthropicCodec(Codec):
         body: dict[str, Any] = {"model": self.model_name, "max_tokens": call.max_tokens, "messages": messages}
         if system:
             body["system"] = system
-        if self._send_sampling:
+        if self._send_sampling and "temperature" not in state.rejected_fields:
             body["temperature"] = call.temperature
             if call.top_p != 1.0:
                 body["top_p"] = call.top_p
@@ -212,7 +215,8 @@ class AnthropicCodec(Codec):
                 schema = closed_objects(schema)
             body["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
         if call.reasoning_effort is not None:
-            thinking, effort = thinking_fields(call.reasoning_effort, call.max_tokens, self.thinking_mode)
+            thinking, effort = thinking_fields(call.reasoning_effort, call.max_tokens,
+                                               state.thinking_mode or self.thinking_mode)
             body["thinking"] = thinking
             if effort is not None:
                 body["output_config"] = {**body.get("output_config", {}), "effort": effort}
@@ -229,30 +233,31 @@ class AnthropicCodec(Codec):
             body.update(extra)
         return body
 
-    def build_request(self, call: Call) -> Request:
+    def build_request(self, call: Call, state: ServerState = FRESH) -> Request:
         headers = self._headers
         if call.stream:
             headers = {**headers, "Accept": "text/event-stream"}
-        return Request("POST", self._url, headers, dumps(self.build_body(call)), call.stream)
+        return Request("POST", self._url, headers, dumps(self.build_body(call, state)), call.stream,
+                       state.rejected_fields)
 
-    def fallback(self, call: Call, error: GenAIError) -> bool:
+    def fallback(self, call: Call, request: Request, error: GenAIError, state: ServerState) -> Changes | None:
         effort = call.reasoning_effort
         if effort is not None and effort != "none" and error.status_code == 400:
             message = (error.message or "").lower()
-            if self.thinking_mode == "adaptive" and "adaptive" in message:
-                self.thinking_mode = "enabled"
-                return True
-            if self.thinking_mode == "enabled" and isinstance(effort, str) and \
+            body = request.body or b""
+            mode = state.thinking_mode
+            if b'"adaptive"' in body and "adaptive" in message:
+                return {"thinking_mode": (mode, "enabled")}
+            if b'"budget_tokens"' in body and isinstance(effort, str) and \
                     ("budget_tokens" in message or "adaptive" in message):
-                self.thinking_mode = "adaptive"
-                return True
-        if self.sampling_params is not None or not self._send_sampling or error.status_code != 400:
-            return False
+                return {"thinking_mode": (mode, "adaptive")}
+        used = request.facts if request.facts is not None else frozenset()
+        if self.sampling_params is not None or "temperature" in used or error.status_code != 400:
+            return None
         message = (error.message or "").lower()
         if not any(word in message for word in _SAMPLING_WORDS):
-            return False
-        self._send_sampling = False
-        return True
+            return None
+        return {"rejected_fields": (used, used | _SAMPLING_FIELDS)}
 
     # -- responses ------------------------------------------------------------------------
 

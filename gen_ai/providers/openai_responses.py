@@ -38,6 +38,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._sse import SSEDecoder
+from .._state import FRESH, Changes, ServerState
 from ..errors import GenAIError, ResponseError, StreamError, StreamTruncatedError
 from ..types import Call, Completion, RawResponse, Request, TokenLogprob, Usage
 from ._base import StreamParser, decode_json, dumps, error_details
@@ -57,7 +58,7 @@ class OpenAIResponsesCodec(OpenAICodec):
 
     # -- requests -------------------------------------------------------------------------
 
-    def build_body(self, call: Call) -> dict[str, Any]:
+    def build_body(self, call: Call, state: ServerState = FRESH) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model_name}
         if call.kind == "chat":
             instructions, items = responses_input(call.messages or [])
@@ -67,7 +68,7 @@ class OpenAIResponsesCodec(OpenAICodec):
         else:
             body["input"] = call.prompt or ""
         body["max_output_tokens"] = call.max_tokens
-        rejected = self.rejected_params
+        rejected = self._name_rejected | state.rejected_fields
         if "temperature" not in rejected:
             body["temperature"] = call.temperature
         if "top_p" not in rejected:
@@ -76,7 +77,7 @@ class OpenAIResponsesCodec(OpenAICodec):
         effort = call.reasoning_effort
         if effort is not None and "reasoning_effort" not in rejected:
             if isinstance(effort, int):
-                self._add_reasoning_effort(body, effort)  # raises the clear error
+                self._add_reasoning_effort(body, effort, rejected)  # raises the clear error
             body["reasoning"] = {"effort": effort} if effort == "none" else {"effort": effort, "summary": "auto"}
             if effort != "none":
                 include.append("reasoning.encrypted_content")
@@ -96,14 +97,14 @@ class OpenAIResponsesCodec(OpenAICodec):
             body.update(call.extra)
         return body
 
-    def build_request(self, call: Call) -> Request:
-        return Request("POST", self._url, self._headers, dumps(self.build_body(call)), call.stream)
+    def build_request(self, call: Call, state: ServerState = FRESH) -> Request:
+        return Request("POST", self._url, self._headers, dumps(self.build_body(call, state)), call.stream)
 
-    def probe_request(self, call: Call) -> Request | None:
+    def probe_request(self, call: Call, state: ServerState) -> Request | None:
         return None  # one structured-output shape: text.format
 
-    def fallback(self, call: Call, error: GenAIError) -> bool:
-        return self.adapt_reasoning_params(call, error)
+    def fallback(self, call: Call, request: Request, error: GenAIError, state: ServerState) -> Changes | None:
+        return self.adapt_reasoning_params(call, request, error, state)
 
     # -- responses ------------------------------------------------------------------------
 
