@@ -58,7 +58,8 @@ def create_response(openai_spec):
 
 def test_plain_and_stream_requests_validate(create_response):
     body = body_of(Call("chat", messages=MESSAGES, max_tokens=50))
-    assert body["input"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 17 * 23?"}]
+    assert body["input"] == [{"type": "message", "role": "system", "content": "Be brief."},
+                             {"type": "message", "role": "user", "content": "What is 17 * 23?"}]
     assert body["max_output_tokens"] == 50 and body["temperature"] == 0 and "stream" not in body
     create_response.validate(body)
     body = body_of(Call("chat", messages=MESSAGES, stream=True))
@@ -101,7 +102,7 @@ def test_history_with_images_tools_and_reasoning_validates(create_response):
     assert items[1] == {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": ENCRYPTED}
     assert items[2] == {"type": "function_call", "call_id": "call_1", "name": "look", "arguments": "{\"x\": 1}"}
     assert items[3] == {"type": "function_call_output", "call_id": "call_1", "output": "a cat"}
-    assert items[4] == {"role": "assistant", "content": "A cat."}
+    assert items[4] == {"type": "message", "role": "assistant", "content": "A cat."}
     assert items[0]["content"][1]["type"] == "input_image"
     create_response.validate(body)
 
@@ -149,7 +150,8 @@ def test_recorded_response_validates_and_parses(openai_spec):
         "type": "reasoning", "summary": REASONING_ITEM["summary"], "id": "rs_1", "encrypted_content": ENCRYPTED}}]
     # Sent back: the reasoning item goes before the assistant message, and the request validates.
     body = body_of(Call("chat", messages=[*MESSAGES, message, {"role": "user", "content": "And 17 * 24?"}]))
-    assert body["input"][2]["type"] == "reasoning" and body["input"][3] == {"role": "assistant", "content": "391"}
+    assert body["input"][2]["type"] == "reasoning"
+    assert body["input"][3] == {"type": "message", "role": "assistant", "content": "391"}
     _CreateResponse(openai_spec).validate(body)
 
 
@@ -292,3 +294,14 @@ def test_client_calls_through_responses(server):
 def test_unknown_api_is_a_configuration_error():
     with pytest.raises(ConfigurationError, match="api='assistants'"):
         create_client("anthropic", api_key="k", model_name="m", api="assistants")
+
+
+def test_completed_answer_that_spent_the_budget_is_length():
+    """llama.cpp's server answers status "completed" (no incomplete_details) when cut."""
+    from test_reasoning_out import raw
+
+    body = response_body([MESSAGE_ITEM], usage={"input_tokens": 5, "output_tokens": 3, "total_tokens": 8,
+                                                "input_tokens_details": {"cached_tokens": 0}})
+    c = codec()
+    assert c.parse_response(Call("chat", messages=MESSAGES, max_tokens=3), raw(body)).finish_reasons == ["length"]
+    assert c.parse_response(Call("chat", messages=MESSAGES, max_tokens=4), raw(body)).finish_reasons == ["stop"]

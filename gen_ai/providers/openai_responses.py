@@ -25,7 +25,8 @@ Answers: the ``message`` items' ``output_text`` parts are the text; ``reasoning`
 ``result.reasoning`` (their ``reasoning_text`` content, as vLLM sends it, else the summaries) and
 ``reasoning_details`` (the items themselves); ``function_call`` items the tool calls; ``status:
 incomplete`` with ``incomplete_details.reason == "max_output_tokens"`` is ``finish_reason
-"length"``. Streams are read from the typed events (``response.output_text.delta``,
+"length"``, and so is a "completed" answer that used all of max_output_tokens (llama.cpp's server
+does not mark the cut). Streams are read from the typed events (``response.output_text.delta``,
 ``response.reasoning_text.delta``, ``response.reasoning_summary_text.delta``,
 ``response.function_call_arguments.delta``, ``response.output_item.done``,
 ``response.completed`` / ``response.incomplete`` / ``response.failed``, ``error``).
@@ -119,10 +120,10 @@ class OpenAIResponsesCodec(OpenAICodec):
             raise ResponseError(f"the response failed: {err.get('message') or err}", status_code=response.status,
                                 url=response.url, method=response.method, provider=self.provider,
                                 error_type=err.get("code"))
-        return completion_from_response(data, response.body or data)
+        return completion_from_response(data, response.body or data, call.max_tokens)
 
     def stream_parser(self, call: Call, headers: Mapping[str, str]) -> StreamParser:
-        return ResponsesStreamParser(self.provider)
+        return ResponsesStreamParser(self.provider, call.max_tokens)
 
 
 def responses_input(messages: list[dict[str, Any]]) -> tuple[str | None, list[dict[str, Any]]]:
@@ -147,7 +148,8 @@ def responses_input(messages: list[dict[str, Any]]) -> tuple[str | None, list[di
                                       if p.get("type") in ("text", "output_text"))
                 else:
                     content = [_part(part) for part in content]
-            items.append({"role": role if role != "function" else "user", "content": content})
+            # "type": "message" is optional in the spec, but llama.cpp's server needs it.
+            items.append({"type": "message", "role": role if role != "function" else "user", "content": content})
         for call in message.get("tool_calls") or ():
             fn = call.get("function") or {} if isinstance(call, dict) else {}
             items.append({"type": "function_call", "call_id": call.get("id") or "", "name": fn.get("name") or "",
@@ -188,14 +190,21 @@ def usage_from_response(usage: Any) -> Usage | None:
     return result
 
 
-def finish_reason_of(data: dict[str, Any], has_tool_calls: bool) -> str | None:
+def finish_reason_of(data: dict[str, Any], has_tool_calls: bool, max_tokens: int | None = None) -> str | None:
     status = data.get("status")
     if status == "incomplete":
         reason = (data.get("incomplete_details") or {}).get("reason")
         return _INCOMPLETE_REASONS.get(str(reason), str(reason) if reason else "length")
     if has_tool_calls:
         return "tool_calls"
-    return "stop" if status in ("completed", None) else str(status)
+    if status not in ("completed", None):
+        return str(status)
+    # llama.cpp's server answers "completed" even when max_output_tokens cut the answer: an
+    # answer that used the whole budget was cut.
+    usage = data.get("usage")
+    if max_tokens and isinstance(usage, dict) and int(usage.get("output_tokens") or 0) >= max_tokens:
+        return "length"
+    return "stop"
 
 
 def reasoning_item_text(item: dict[str, Any]) -> str:
@@ -206,7 +215,7 @@ def reasoning_item_text(item: dict[str, Any]) -> str:
     return "\n\n".join(str(s.get("text") or "") for s in item.get("summary") or () if isinstance(s, dict))
 
 
-def completion_from_response(data: dict[str, Any], raw: Any) -> Completion:
+def completion_from_response(data: dict[str, Any], raw: Any, max_tokens: int | None = None) -> Completion:
     texts: list[str] = []
     thinking: list[str] = []
     details: list[dict[str, Any]] = []
@@ -230,7 +239,7 @@ def completion_from_response(data: dict[str, Any], raw: Any) -> Completion:
         elif kind == "function_call":
             tool_calls.append({"id": item.get("call_id") or item.get("id"), "type": "function",
                                "function": {"name": item.get("name"), "arguments": item.get("arguments") or ""}})
-    reason = finish_reason_of(data, bool(tool_calls))
+    reason = finish_reason_of(data, bool(tool_calls), max_tokens)
     return Completion(["".join(texts)], [reason], usage_from_response(data.get("usage")), data.get("model"),
                       raw, data.get("id"), [tool_calls or None],
                       ["".join(thinking)] if thinking else None, [details] if details else None,
@@ -256,9 +265,10 @@ def response_logprobs(items: Any) -> list[TokenLogprob]:
 class ResponsesStreamParser(StreamParser):
     """The Responses API's typed server-sent events."""
 
-    def __init__(self, provider: str) -> None:
+    def __init__(self, provider: str, max_tokens: int | None = None) -> None:
         super().__init__()
         self._provider = provider
+        self._max_tokens = max_tokens
         self._sse = SSEDecoder()
         self._done = False
         self._calls: dict[int, dict[str, Any]] = {}  # output_index -> function call
@@ -331,7 +341,7 @@ class ResponsesStreamParser(StreamParser):
             self.model = response.get("model") or self.model
             self.usage = usage_from_response(response.get("usage"))
             self.tool_call_dicts = [self._calls[i] for i in sorted(self._calls)]
-            self.finish_reason = finish_reason_of(response, bool(self._calls))
+            self.finish_reason = finish_reason_of(response, bool(self._calls), self._max_tokens)
             self._done = True
         elif kind == "response.failed":
             err = (obj.get("response") or {}).get("error") or {}
