@@ -64,6 +64,15 @@ class StreamParser:
         parts = self.reasoning_parts
         return "".join(parts) if parts else None
 
+    def add_reasoning(self, text: str) -> None:
+        """A thinking-text delta: kept for ``stream.reasoning`` (and, when ``stream.events()``
+        asked, a "reasoning" StreamEvent); never returned by ``feed``."""
+        self.reasoning_parts.append(text)
+        if getattr(self, "want_events", False):
+            from ..types import StreamEvent  # type: ignore[attr-defined]
+
+            self.events.append(StreamEvent("reasoning", text=text))  # type: ignore[attr-defined]
+
     def add_detail(self, item: dict[str, Any]) -> None:
         if self.reasoning_details is None:
             self.reasoning_details = []

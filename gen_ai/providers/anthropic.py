@@ -449,7 +449,7 @@ class AnthropicStreamParser(StreamParser):
             elif dtype == "thinking_delta":
                 piece = delta.get("thinking")
                 if piece:
-                    self.reasoning_parts.append(piece)
+                    self.add_reasoning(piece)
                     block = self._blocks.get(obj.get("index", -1))
                     if block is not None:
                         block["thinking"] += piece
@@ -463,7 +463,7 @@ class AnthropicStreamParser(StreamParser):
                 block = {"type": "anthropic.thinking", "thinking": start.get("thinking") or "",
                          "signature": start.get("signature") or ""}
                 if block["thinking"]:
-                    self.reasoning_parts.append(block["thinking"])
+                    self.add_reasoning(block["thinking"])
                 self._blocks[obj.get("index", -1)] = block
                 self.add_detail(block)
             elif start.get("type") == "redacted_thinking":

@@ -528,7 +528,7 @@ class BedrockStreamParser(StreamParser):
             block = self._blocks[index] = {"type": "bedrock.reasoning", "text": "", "signature": None}
             self.add_detail(block)
         if delta.get("text"):
-            self.reasoning_parts.append(delta["text"])
+            self.add_reasoning(delta["text"])
             block["text"] += delta["text"]
         if delta.get("signature"):
             block["signature"] = (block["signature"] or "") + delta["signature"]

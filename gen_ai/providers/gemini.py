@@ -481,7 +481,7 @@ class GeminiStreamParser(StreamParser):
                         self.logprobs.extend(more)
                 thought, detail = candidate_reasoning(candidate)
                 if thought:
-                    self.reasoning_parts.append(thought)
+                    self.add_reasoning(thought)
                 for item in detail or ():
                     self.add_detail(item)
             text = candidate_text(candidate)

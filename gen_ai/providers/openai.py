@@ -592,7 +592,7 @@ class OpenAIStreamParser(StreamParser):
                     text = delta.get("content")
                     thinking = delta.get("reasoning_content") or delta.get("reasoning")
                     if thinking and index == 0 and isinstance(thinking, str):
-                        self.reasoning_parts.append(thinking)
+                        self.add_reasoning(thinking)
                 else:
                     text = None
             else:
@@ -624,7 +624,7 @@ class OpenAIStreamParser(StreamParser):
             self.finish_reason = completion.finish_reasons[0] if completion.finish_reasons else None
             self.usage, self.model, self.id = completion.usage, completion.model, completion.id
             if completion.reasonings and completion.reasonings[0]:
-                self.reasoning_parts.append(completion.reasonings[0])
+                self.add_reasoning(completion.reasonings[0])
             if completion.logprobs and completion.logprobs[0]:
                 self.logprobs = completion.logprobs[0]
             text = completion.texts[0] if completion.texts else ""

@@ -306,7 +306,7 @@ class ResponsesStreamParser(StreamParser):
         elif kind in ("response.reasoning_text.delta", "response.reasoning_summary_text.delta"):
             delta = obj.get("delta")
             if delta:
-                self.reasoning_parts.append(delta)
+                self.add_reasoning(delta)
                 self._reasoning_streamed.add(int(obj.get("output_index") or 0))
         elif kind == "response.output_item.added":
             item = obj.get("item") or {}
@@ -325,7 +325,7 @@ class ResponsesStreamParser(StreamParser):
                 if index not in self._reasoning_streamed:
                     text = reasoning_item_text(item)
                     if text:
-                        self.reasoning_parts.append(text)
+                        self.add_reasoning(text)
                 self.add_detail({"type": "openai.reasoning", "item": _reasoning_input(item)})
             elif item.get("type") == "function_call":
                 call = self._calls.setdefault(index, {"id": item.get("call_id"), "type": "function",
