@@ -24,6 +24,7 @@ PROVIDERS: dict[str, str] = {
 # create_client(..., api=NAME): another wire protocol for the same provider.
 APIS: dict[tuple[str, str], str] = {
     ("openai", "responses"): "gen_ai.providers.openai_responses:OpenAIResponsesCodec",
+    ("azure", "responses"): "gen_ai.providers.openai_responses:AzureResponsesCodec",
 }
 
 # Options that belong to the Client (transport, retries); everything else goes to the codec.
@@ -57,8 +58,8 @@ def create_client(
         if (provider.lower(), api) not in APIS:
             raise ConfigurationError(
                 f"api={api!r} is not available for provider {provider!r}",
-                suggestion="Use api='responses' with provider='openai' (OpenAI, vLLM, SGLang, llama.cpp, Ollama, "
-                           "LM Studio), or leave api out for Chat Completions.",
+                suggestion="Use api='responses' with provider='openai' or 'azure' (OpenAI, Azure, vLLM, SGLang, "
+                           "llama.cpp, Ollama, LM Studio), or leave api out for Chat Completions.",
                 field="api",
             )
         target = APIS[(provider.lower(), api)]

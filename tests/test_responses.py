@@ -305,3 +305,21 @@ def test_completed_answer_that_spent_the_budget_is_length():
     c = codec()
     assert c.parse_response(Call("chat", messages=MESSAGES, max_tokens=3), raw(body)).finish_reasons == ["length"]
     assert c.parse_response(Call("chat", messages=MESSAGES, max_tokens=4), raw(body)).finish_reasons == ["stop"]
+
+
+@pytest.mark.parametrize("api_version, path", [("v1", "/openai/v1/responses"),
+                                               ("2025-04-01-preview", "/openai/responses?api-version=2025-04-01-preview")])
+def test_azure_responses_route(server, api_version, path):
+    root = server.url.removesuffix("/v1")
+    client = create_client("azure", endpoint=root, api_key="azure-key-123", deployment="o4-mini-prod",
+                           api_version=api_version, api="responses")
+    server.add(200, response_body([REASONING_ITEM, MESSAGE_ITEM]))
+    result = client.run_chat_completions(MESSAGES, reasoning_effort="low")
+    assert result == "391" and result.reasoning == "Multiply 17 by 23."
+    rec = server.requests[0]
+    assert rec.path == path and rec.headers["api-key"] == "azure-key-123"
+    body = rec.json()
+    assert body["model"] == "o4-mini-prod" and body["reasoning"]["effort"] == "low"
+    assert "temperature" not in body  # o4-mini by the deployment's name
+    assert "azure-key-123" not in repr(client) and "azure-key-123" not in repr(client.codec)
+    client.close()

@@ -362,3 +362,39 @@ class ResponsesStreamParser(StreamParser):
                 "the stream ended before response.completed; "
                 f"{len(self.text)} characters arrived", provider=self._provider)
         return out
+
+
+def _azure_responses_codec() -> type:
+    """Azure OpenAI's Responses route: ``{resource}/openai/v1/responses`` (api_version="v1"), or
+    ``{resource}/openai/responses?api-version=...`` on the classic route; the deployment name is
+    sent as ``model``. Azure's credentials and errors, the Responses wire format."""
+    from .azure import AzureCodec, _resource_root
+
+    class AzureResponsesCodec(AzureCodec):
+        build_body = OpenAIResponsesCodec.build_body
+        parse_response = OpenAIResponsesCodec.parse_response
+        stream_parser = OpenAIResponsesCodec.stream_parser
+
+        def __init__(self, api_key: str | None = None, endpoint: str | None = None,
+                     model_name: str | None = None, **options: Any) -> None:
+            super().__init__(api_key, endpoint, model_name, **options)
+            import os
+            from urllib.parse import quote
+
+            root = _resource_root(endpoint or os.environ.get(self.env_endpoint) or "")
+            url = (f"{root}/openai/v1/responses" if self.v1 else
+                   f"{root}/openai/responses?api-version={quote(self.api_version, safe='')}")
+            self._urls = {"chat": url, "completion": url}
+
+        def fallback(self, call: Call, request: Request, error: GenAIError, state: ServerState) -> Changes | None:
+            return self.adapt_reasoning_params(call, request, error, state)
+
+    return AzureResponsesCodec
+
+
+def __getattr__(name: str) -> Any:  # AzureResponsesCodec, built on first use (it imports azure.py)
+    if name == "AzureResponsesCodec":
+        cls = _azure_responses_codec()
+        globals()[name] = cls
+        return cls
+    raise AttributeError(name)
