@@ -104,9 +104,12 @@ def _call_options(extra: dict[str, Any]) -> tuple[str | int | None, bool, int | 
         if isinstance(effort, str):
             effort = effort.strip().lower()
     logprobs = extra.pop("logprobs", False)
+    top = extra.pop("top_logprobs", None)
+    if isinstance(logprobs, int) and not isinstance(logprobs, bool) and top is None:
+        top = logprobs  # the legacy completions spelling: logprobs=k alternatives
+        logprobs = True
     if not isinstance(logprobs, bool):
         raise _bad("logprobs", f"must be True or False, got {logprobs!r}", "Pass logprobs=True.")
-    top = extra.pop("top_logprobs", None)
     if top is not None:
         if not isinstance(top, int) or isinstance(top, bool) or not 0 <= top <= 20:
             raise _bad("top_logprobs", f"must be a whole number from 0 to 20, got {top!r}", "Pass e.g. top_logprobs=5.")

@@ -99,10 +99,10 @@ def test_local_in_process_model_logprobs():
     """provider="local" (llama-cpp-python in-process) takes the same keywords."""
     from gen_ai.factory import create_client
 
-    from gen_ai.errors import InvalidInputError
+    from gen_ai.errors import BadRequestError
 
     with create_client(provider="local", n_threads=1) as local:
-        with pytest.raises(InvalidInputError, match="logits_all=True"):
+        with pytest.raises(BadRequestError, match="logits_all"):
             local.run_chat_completions(MESSAGES, max_tokens=4, logprobs=True)
     with create_client(provider="local", n_threads=1, logits_all=True) as local:
         result = local.run_chat_completions(MESSAGES, max_tokens=4, logprobs=True, top_logprobs=2)

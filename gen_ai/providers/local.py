@@ -153,15 +153,12 @@ class LocalCodec(Codec):
         messages = [_flatten(i, m) for i, m in enumerate(call.messages or [])] if call.kind == "chat" else None
         body = base_body(call, self.model_id, messages)
         if call.logprobs:  # llama-cpp-python takes OpenAI's spelling of both
-            if not self.logits_all:
-                raise InvalidInputError(
-                    "logprobs: the local model was loaded without logits_all, which llama.cpp needs for them",
-                    suggestion="Create the client with create_client(provider='local', logits_all=True).",
-                    field="logprobs")
+            # Without create_client(provider="local", logits_all=True) llama.cpp refuses them
+            # (ValueError "... logits_all=False", a BadRequestError here).
+            # llama-cpp-python returns chat logprobs only with top_logprobs set: 1 at least.
             if call.kind == "chat":
                 body["logprobs"] = True
-                if call.top_logprobs is not None:
-                    body["top_logprobs"] = call.top_logprobs
+                body["top_logprobs"] = call.top_logprobs or 1
             else:
                 body["logprobs"] = call.top_logprobs or 1
         if call.schema is not None:
