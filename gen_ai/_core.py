@@ -188,13 +188,15 @@ def request_flow(codec: Any, call: Call, deadline: float, max_retries: int,
         yield Sleep(delay)
 
 
-def probe_flow(codec: Any, call: Call) -> Flow:
-    """The codec's one-time probe (guided_json dialect detection), if it wants one."""
+def probe_flow(codec: Any, call: Call, deadline: float | None = None) -> Flow:
+    """The codec's one-time probe (guided_json dialect detection), if it wants one; it spends
+    the call's own time (``deadline``), at most 10 s of it."""
     probe = codec.probe_request(call)
     if probe is None:
         return
+    budget = call.timeout if deadline is None else deadline - time.monotonic()
     try:
-        response = yield Send(probe, min(10.0, call.timeout))
+        response = yield Send(probe, max(0.001, min(10.0, budget)))
     except GenAIError:
         response = None
     codec.learn(call, response)
@@ -205,7 +207,7 @@ def call_flow(codec: Any, call: Call, max_retries: int, observer: Observer | Non
     start = time.perf_counter()
     deadline = time.monotonic() + call.timeout
     if call.schema is not None:
-        yield from probe_flow(codec, call)
+        yield from probe_flow(codec, call, deadline)
     completion: Completion = yield from request_flow(codec, call, deadline, max_retries, observer)
     if call.n == 1 and call.schema is None and completion.texts:  # the common case, kept lean
         return ChatResult(completion.texts[0], finish_reason=completion.finish_reasons[0],
@@ -262,10 +264,11 @@ def call_flow(codec: Any, call: Call, max_retries: int, observer: Observer | Non
 
 
 def stream_open_flow(codec: Any, call: Call, max_retries: int) -> Flow:
-    """Open a stream (with the same retries as any call); returns the open 2xx response."""
-    if call.schema is not None:
-        yield from probe_flow(codec, call)
+    """Open a stream (with the same retries as any call); returns the open 2xx response. The
+    call's timeout covers the dialect probe as well."""
     deadline = time.monotonic() + call.timeout
+    if call.schema is not None:
+        yield from probe_flow(codec, call, deadline)
     return (yield from request_flow(codec, call, deadline, max_retries))
 
 
