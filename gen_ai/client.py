@@ -95,6 +95,47 @@ def _check_extra(extra: dict[str, Any]) -> None:
         raise _bad(name, "is set by the client and cannot be passed as an extra keyword", hint)
 
 
+def _make_hooks(hooks: Any, telemetry: Any, codec: Any) -> Any:
+    """The client's HookSet, or None when nothing observes calls (the common, fastest case).
+
+    ``telemetry="auto"`` adds the OpenTelemetry hooks when ``opentelemetry`` is importable
+    (looked up, not imported: with the extra not installed this costs one path lookup per
+    client and nothing per call); ``True`` requires it, ``False`` leaves it out."""
+    from .hooks import Hooks
+
+    chosen = list(hooks) if hooks is not None and not isinstance(hooks, Hooks) else ([hooks] if hooks else [])
+    for i, hook in enumerate(chosen):
+        if not isinstance(hook, Hooks):
+            raise InvalidInputError(f"hooks[{i}]: {type(hook).__name__} is not a gen_ai.Hooks",
+                                    suggestion="Subclass gen_ai.Hooks and override the methods you need.",
+                                    field=f"hooks[{i}]")
+    if telemetry not in (True, False, "auto"):
+        raise InvalidInputError(f"telemetry: must be True, False or 'auto', got {telemetry!r}",
+                                suggestion="Leave it at 'auto' to trace when OpenTelemetry is installed.",
+                                field="telemetry")
+    if telemetry is True or (telemetry == "auto" and _otel_installed()):
+        from .telemetry import OpenTelemetryHooks
+
+        chosen.append(OpenTelemetryHooks())
+    if not chosen:
+        return None
+    from .hooks import HookSet
+
+    return HookSet(chosen, codec)
+
+
+def _otel_installed() -> bool:
+    import importlib.util
+    import os
+
+    if os.environ.get("GEN_AI_TELEMETRY", "").lower() in ("0", "false", "off", "no"):
+        return False
+    try:
+        return importlib.util.find_spec("opentelemetry") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 class Client:
     """A client for one provider and model. Thread-safe; share one per process.
 
@@ -112,6 +153,8 @@ class Client:
         max_connections: int = 256,
         transport: Any = None,
         async_transport: Any = None,
+        hooks: Any = None,
+        telemetry: Any = "auto",
         follow_redirects: bool = False,
         proxy: str | None = None,
         trust_env: bool = True,
@@ -127,6 +170,7 @@ class Client:
         # The network policy (docs/security.md), shared by both transports.
         options = HTTPOptions(timeout, follow_redirects=follow_redirects, proxy=proxy, trust_env=trust_env,
                               verify=verify, cert=cert)
+        self._timeouts = options  # what new_async_transport() copies: the whole policy, not just timeouts
         self._codec = codec
         self.max_retries = max_retries
         self.schema_retries = schema_retries
@@ -136,6 +180,7 @@ class Client:
         self._transport = transport if transport is not None else SyncTransport(options)
         self._async_transport = (async_transport if async_transport is not None
                                  else AsyncTransport(options, max_connections))
+        self._hooks = _make_hooks(hooks, telemetry, codec)
 
     # -- introspection ----------------------------------------------------------------------
 
@@ -155,6 +200,44 @@ class Client:
     @property
     def codec(self) -> Any:
         return self._codec
+
+    # -- the seam runners (gen_ai.batch, gen_ai.ray_data) use instead of private attributes --
+
+    def secrets(self) -> tuple[str, ...]:
+        """The credential values to scrub from errors and logs, as of now."""
+        return self._secrets
+
+    @property
+    def transport(self) -> Any:
+        """The sync transport (connection pool) the client's calls go through."""
+        return self._transport
+
+    @property
+    def async_transport(self) -> Any:
+        """The async transport (aiohttp pool, per event loop) of the ``arun_*`` calls."""
+        return self._async_transport
+
+    def new_async_transport(self, max_connections: int) -> Any:
+        """A fresh async pool with this client's network policy, for a private event loop (the caller
+        closes it); None when the client's async transport is not an HTTP pool."""
+        if not isinstance(self._async_transport, AsyncTransport):
+            return None
+        return AsyncTransport(self._timeouts, max_connections=max_connections)
+
+    @property
+    def hooks(self) -> Any:
+        """The client's ``gen_ai.hooks.HookSet``, or None when nothing observes its calls."""
+        return self._hooks
+
+    validate_params = staticmethod(validate_params)
+
+    def build_call(self, kind: str, source: Any, max_tokens: Any, temperature: Any, top_p: Any, n: Any,
+                   timeout: Any, guided_json: Any, schema_retries: Any, stream: bool,
+                   extra: dict[str, Any]) -> Call:
+        """Validate one call's input and build its ``Call`` (what every ``run_*`` method sends).
+        ``kind`` is "chat" (``source`` = messages) or "completion" (``source`` = prompt)."""
+        return self._call(kind, source, max_tokens, temperature, top_p, n, timeout, guided_json,
+                          schema_retries, stream, extra)
 
     def __repr__(self) -> str:
         return f"<gen_ai.Client provider={self.provider!r} model={self.model_name!r} codec={self._codec!r}>"
@@ -191,25 +274,41 @@ class Client:
                     schema_retries=schema_retries)
 
     def _run(self, build: Any, return_error: bool) -> Any:
+        observer = None
         try:
             call = build()
-            result = _core.run_sync(_core.call_flow(self._codec, call, self.max_retries),
+            if self._hooks is not None:
+                observer = self._hooks.begin_call(call)
+            result = _core.run_sync(_core.call_flow(self._codec, call, self.max_retries, observer),
                                     self._transport, self._codec.secrets)
         except GenAIError as exc:
+            exc.redact(self._secrets)
+            if observer is not None:
+                observer.end(error=exc)
             if return_error:
-                return None, exc.redact(self._secrets).to_dict()
-            raise exc.redact(self._secrets) from None
+                return None, exc.to_dict()
+            raise exc from None
+        if observer is not None:
+            observer.end(result)
         return (result, None) if return_error else result
 
     async def _arun(self, build: Any, return_error: bool) -> Any:
+        observer = None
         try:
             call = build()
-            result = await _core.run_async(_core.call_flow(self._codec, call, self.max_retries),
+            if self._hooks is not None:
+                observer = self._hooks.begin_call(call)
+            result = await _core.run_async(_core.call_flow(self._codec, call, self.max_retries, observer),
                                            self._async_transport, self._codec.secrets)
         except GenAIError as exc:
+            exc.redact(self._secrets)
+            if observer is not None:
+                observer.end(error=exc)
             if return_error:
-                return None, exc.redact(self._secrets).to_dict()
-            raise exc.redact(self._secrets) from None
+                return None, exc.to_dict()
+            raise exc from None
+        if observer is not None:
+            observer.end(result)
         return (result, None) if return_error else result
 
     def _stream(self, cls: type[_S], kind: str, source: Any, max_tokens: Any, temperature: Any, top_p: Any,

@@ -22,8 +22,8 @@ PROVIDERS: dict[str, str] = {
 }
 
 # Options that belong to the Client (transport, retries); everything else goes to the codec.
-_CLIENT_OPTIONS = ("max_retries", "timeout", "schema_retries", "max_connections", "follow_redirects", "proxy",
-                   "trust_env", "verify", "cert")
+_CLIENT_OPTIONS = ("max_retries", "timeout", "schema_retries", "max_connections", "hooks", "telemetry",
+                   "follow_redirects", "proxy", "trust_env", "verify", "cert")
 
 
 def create_client(
