@@ -10,6 +10,11 @@ errors, and never touches the network. The call flow in ``gen_ai/_core.py`` driv
     probe_request(call)            -> Request | None   (optional one-time probe, e.g. dialects)
     learn(call, raw_or_None)       -> None             (reads the probe's answer)
     fallback(call, error)          -> bool             (True: codec adapted, send again)
+    refresh_credentials()          -> None             (may block; run off the event loop when
+                                                        ``blocking_credentials`` is true)
+
+``extra_keywords`` lists, per call kind, the extra keyword arguments the client lets through
+(see gen_ai/_keywords.py); None lets everything through.
 """
 
 from __future__ import annotations
@@ -84,6 +89,13 @@ class Codec:
 
     provider = "base"
     _headers: dict[str, str] = {}
+    extra_keywords: Mapping[str, frozenset[str]] | None = None
+    # True when build_request would otherwise block (a token callable, refreshing AWS
+    # credentials): the call flow then runs refresh_credentials() first, off the event loop.
+    blocking_credentials = False
+
+    def refresh_credentials(self) -> None:
+        return None
 
     def secrets(self) -> tuple[str, ...]:
         """Every credential value this codec holds, to be scrubbed from errors and logs.

@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from .._keywords import BEDROCK_KEYWORDS
 from ..errors import (
     AuthenticationError,
     BadRequestError,
@@ -105,6 +106,7 @@ def _require_botocore() -> Any:
 
 class BedrockCodec(Codec):
     provider = "bedrock"
+    extra_keywords = BEDROCK_KEYWORDS
 
     def __init__(
         self,
@@ -215,6 +217,14 @@ class BedrockCodec(Codec):
         else:
             frozen = self._credentials.get_frozen_credentials()
             self._static_secrets = tuple(v for v in (frozen.access_key, frozen.secret_key, frozen.token) if v)
+
+        # Refreshing credentials (roles, SSO, instance metadata) may ask AWS over the network when
+        # they near expiry: the call flow refreshes them first, off the event loop for async calls.
+        self.blocking_credentials = self._credentials is not None and hasattr(self._credentials, "refresh_needed")
+
+    def refresh_credentials(self) -> None:
+        if self._credentials is not None:
+            self._credentials.get_frozen_credentials()
 
     @property
     def auth_mode(self) -> str:

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from .._keywords import GEMINI_GENERATION, GEMINI_KEYWORDS
 from .._sse import SSEDecoder
 from ..errors import (
     AuthenticationError,
@@ -53,11 +54,7 @@ FINISH_REASONS = {"STOP": "stop", "MAX_TOKENS": "length", "MALFORMED_FUNCTION_CA
 BLOCK_REASONS = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII",
                            "IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION"})
 # Keywords that belong inside generationConfig when passed as extra keywords.
-_GENERATION_FIELDS = frozenset({
-    "stopSequences", "topK", "seed", "presencePenalty", "frequencyPenalty", "responseLogprobs",
-    "logprobs", "thinkingConfig", "responseModalities", "mediaResolution", "speechConfig",
-    "enableEnhancedCivicAnswers", "imageConfig", "responseSchema",
-})
+_GENERATION_FIELDS = GEMINI_GENERATION
 # google.rpc status -> (class, retryable), for bodies whose HTTP status says less.
 _STATUSES: dict[str, tuple[type[GenAIError], bool]] = {
     "RESOURCE_EXHAUSTED": (RateLimitError, True),
@@ -87,6 +84,7 @@ def _base_url(endpoint: str) -> str:
 
 class GeminiCodec(Codec):
     provider = "gemini"
+    extra_keywords = GEMINI_KEYWORDS
     env_api_keys = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
     env_endpoint = "GOOGLE_GEMINI_BASE_URL"
 

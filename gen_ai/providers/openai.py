@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from .._keywords import OPENAI_KEYWORDS
 from .._sse import SSEDecoder
 from ..errors import ConfigurationError, GenAIError, ResponseError, StreamError, StreamTruncatedError
 from ..types import Call, Completion, RawResponse, Request, Usage
@@ -86,6 +87,7 @@ def base_body(call: Call, model: str, messages: Any) -> dict[str, Any]:
 
 class OpenAICodec(Codec):
     provider = "openai"
+    extra_keywords = OPENAI_KEYWORDS
     env_api_key = "OPENAI_API_KEY"
     env_endpoint = "OPENAI_BASE_URL"
 
