@@ -98,11 +98,15 @@ SERVER_EXTRAS = VLLM_EXTRAS | SGLANG_EXTRAS | LLAMA_SERVER_EXTRAS | LLAMA_CPP_PY
 # Azure OpenAI adds "On Your Data" to chat (data_sources); no open-source server extras.
 AZURE_EXTRAS = frozenset({"data_sources"})
 
+# The anthropic SDK's MessageCreateParamsBase, plus the sampling fields older models take (newer
+# SDKs dropped them) and two beta body fields.
+ANTHROPIC_SAMPLING = frozenset({"temperature", "top_k", "top_p"})
+ANTHROPIC_BETA = frozenset({"context_management", "mcp_servers"})
 ANTHROPIC = frozenset({
-    "model", "messages", "max_tokens", "system", "metadata", "stop_sequences", "stream",
-    "temperature", "top_k", "top_p", "tools", "tool_choice", "thinking", "service_tier", "container",
-    "mcp_servers", "context_management", "output_config", "output_format", "inference_geo",
-})
+    "cache_control", "container", "diagnostics", "inference_geo", "max_tokens", "messages", "metadata",
+    "model", "output_config", "service_tier", "speed", "stop_sequences", "system", "thinking",
+    "tool_choice", "tools", "user_profile_id", "workspace_id",
+}) | ANTHROPIC_SAMPLING | ANTHROPIC_BETA
 
 GEMINI_REQUEST = frozenset({
     "contents", "systemInstruction", "tools", "toolConfig", "safetySettings", "generationConfig",

@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import re
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -220,11 +221,13 @@ class BedrockCodec(Codec):
 
         # Refreshing credentials (roles, SSO, instance metadata) may ask AWS over the network when
         # they near expiry: the call flow refreshes them first, off the event loop for async calls.
+        # refresh_credentials() hands the frozen credentials to the next signing through _fetched.
         self.blocking_credentials = self._credentials is not None and hasattr(self._credentials, "refresh_needed")
+        self._fetched: deque[Any] = deque()
 
     def refresh_credentials(self) -> None:
         if self._credentials is not None:
-            self._credentials.get_frozen_credentials()
+            self._fetched.append(self._credentials.get_frozen_credentials())
 
     @property
     def auth_mode(self) -> str:
@@ -305,7 +308,10 @@ class BedrockCodec(Codec):
 
         # Frozen per request, as botocore's own clients do, so refreshing credentials
         # (roles, SSO) are renewed before they expire.
-        credentials = self._credentials.get_frozen_credentials()
+        try:
+            credentials = self._fetched.popleft()
+        except IndexError:  # build_request called outside the call flow
+            credentials = self._credentials.get_frozen_credentials()
         signer = SigV4Auth(credentials, "bedrock", self.region)
         request = AWSRequest(method="POST", url=url, data=body, headers=headers)
         timestamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")

@@ -277,6 +277,7 @@ class OpenAIStreamParser(StreamParser):
         self._provider = provider
         self._sse = SSEDecoder()
         self._done = False
+        self._pending: GenAIError | None = None
         self._extra: dict[int, list[str]] = {}
         content_type = (headers.get("content-type") or "").lower()
         self._json_body: list[bytes] | None = [] if content_type.startswith("application/json") else None
@@ -287,12 +288,20 @@ class OpenAIStreamParser(StreamParser):
         return [self.text] + ["".join(self._extra[i]) for i in sorted(self._extra)]
 
     def feed(self, chunk: bytes) -> list[str]:
+        if self._pending is not None:
+            raise self._pending
         if self._json_body is not None:
             self._json_body.append(chunk)
             return []
         out: list[str] = []
-        for _, data in self._sse.feed(chunk):
-            self._event(data, out)
+        try:
+            for _, data in self._sse.feed(chunk):
+                self._event(data, out)
+        except GenAIError as exc:
+            # Hand out the text that came before the error in this chunk first; raise on the next call.
+            if not out:
+                raise
+            self._pending = exc
         if out:
             self.parts.extend(out)
         return out
@@ -334,6 +343,8 @@ class OpenAIStreamParser(StreamParser):
             self.usage = usage_from_json(usage)
 
     def close(self) -> list[str]:
+        if self._pending is not None:
+            raise self._pending
         if self._json_body is not None:
             body = b"".join(self._json_body)
             raw = RawResponse(200, {}, body, "", "POST")
