@@ -366,3 +366,17 @@ def test_top_up_pool_is_rebuilt_after_fork():
         os._exit(0)
     os.waitpid(pid, 0)
     assert os.read(read, 1) == b"1"
+
+
+# -- 8. the error tree: named regressions (the fuzz tests find the rest) -----------------------------------
+
+
+@pytest.mark.parametrize("body", [{"choices": ["x"]}, {"choices": [{"message": ["x"]}]},
+                                  {"choices": [{"message": {"content": 5}}], "usage": {"total_tokens": "many"}}])
+def test_wrong_shaped_200_bodies_give_gen_ai_errors_or_clean_results(fault_server, client, body):
+    fault_server.add(200, body)
+    result, error = client.run_chat_completions(MESSAGES, return_error=True)
+    if error is not None:
+        assert error["type"] == "ResponseError" and result is None
+    else:
+        assert result == "" and (result.usage is None or isinstance(result.usage.total_tokens, int))

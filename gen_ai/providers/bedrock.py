@@ -53,7 +53,7 @@ from ..errors import (
     StreamTruncatedError,
 )
 from ..types import Call, Completion, RawResponse, Request, Usage
-from ._base import Codec, StreamParser, decode_json, describe_body, dumps, split_system, status_error
+from ._base import Codec, StreamParser, decode_json, describe_body, dumps, split_system, status_error, token_count
 
 logger = logging.getLogger("gen_ai")
 
@@ -459,7 +459,7 @@ class BedrockStreamParser(StreamParser):
             text = delta.get("text")
             if text is None and self._structured_tool:
                 text = (delta.get("toolUse") or {}).get("input")
-            if text:
+            if type(text) is str and text:
                 out.append(text)
         elif event == "messageStop":
             self._stopped = True
@@ -558,9 +558,9 @@ def _finish_reason(stop: Any, structured_tool: bool) -> str | None:
 def _usage(usage: Any) -> Usage | None:
     if not isinstance(usage, dict):
         return None
-    prompt = int(usage.get("inputTokens") or 0)
-    completion = int(usage.get("outputTokens") or 0)
-    return Usage(prompt, completion, int(usage.get("totalTokens") or prompt + completion))
+    prompt = token_count(usage.get("inputTokens"))
+    completion = token_count(usage.get("outputTokens"))
+    return Usage(prompt, completion, token_count(usage.get("totalTokens")) or prompt + completion)
 
 
 def _error_code_and_message(response: RawResponse) -> tuple[str | None, str]:

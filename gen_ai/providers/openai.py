@@ -27,7 +27,17 @@ from .._keywords import OPENAI_KEYWORDS
 from .._sse import SSEDecoder
 from ..errors import ConfigurationError, GenAIError, ResponseError, StreamError, StreamTruncatedError
 from ..types import Call, Completion, RawResponse, Request, Usage
-from ._base import Codec, StreamParser, decode_json, dumps, error_details, json_headers, status_error
+from ._base import (
+    Codec,
+    StreamParser,
+    decode_json,
+    describe_body,
+    dumps,
+    error_details,
+    json_headers,
+    status_error,
+    token_count,
+)
 
 DIALECTS = ("json_schema", "json_object", "guided_json", "structured_outputs")
 _DIALECT_ALIASES = {
@@ -240,19 +250,30 @@ def completion_from_json(data: Any, kind: str, response: RawResponse, provider: 
             f"the response has no 'choices' list: {message[:300]}",
             status_code=response.status, url=response.url, method=response.method, provider=provider,
         )
-    choices = sorted(choices, key=lambda c: c.get("index", 0)) if len(choices) > 1 else choices
+    if not all(isinstance(c, dict) for c in choices):
+        raise ResponseError(
+            f"the response's 'choices' must be a list of objects: {describe_body(response.body)[:300]}",
+            status_code=response.status, url=response.url, method=response.method, provider=provider,
+        )
+    if len(choices) > 1:
+        choices = sorted(choices, key=lambda c: c.get("index") if type(c.get("index")) is int else 0)
     texts: list[str] = []
     reasons: list[str | None] = []
     tool_calls: list[Any] = []
     for choice in choices:
         if kind == "chat":
-            answer = choice.get("message") or {}
-            texts.append(answer.get("content") or "")
+            answer = choice.get("message")
+            if not isinstance(answer, dict):
+                answer = {}
+            content = answer.get("content")
+            texts.append(content if type(content) is str else "")
             tool_calls.append(answer.get("tool_calls"))
         else:
-            texts.append(choice.get("text") or "")
+            text = choice.get("text")
+            texts.append(text if type(text) is str else "")
             tool_calls.append(None)
-        reasons.append(choice.get("finish_reason"))
+        reason = choice.get("finish_reason")
+        reasons.append(reason if reason is None or type(reason) is str else str(reason))
     # raw stays bytes until read (see types._lazy_json).
     return Completion(texts, reasons, usage_from_json(data.get("usage")), data.get("model"), response.body or data,
                       data.get("id"), tool_calls)
@@ -261,9 +282,9 @@ def completion_from_json(data: Any, kind: str, response: RawResponse, provider: 
 def usage_from_json(usage: Any) -> Usage | None:
     if not isinstance(usage, dict):
         return None
-    prompt = usage.get("prompt_tokens") or 0
-    completion = usage.get("completion_tokens") or 0
-    return Usage(prompt, completion, usage.get("total_tokens") or prompt + completion)
+    prompt = token_count(usage.get("prompt_tokens"))
+    completion = token_count(usage.get("completion_tokens"))
+    return Usage(prompt, completion, token_count(usage.get("total_tokens")) or prompt + completion)
 
 
 class OpenAIStreamParser(StreamParser):
@@ -323,14 +344,18 @@ class OpenAIStreamParser(StreamParser):
         if self.id is None:
             self.id = obj.get("id")
             self.model = obj.get("model")
-        for choice in obj.get("choices") or ():
+        choices = obj.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            if not isinstance(choice, dict):
+                raise StreamError(f"malformed stream event (a choice is not an object): {data[:200]!r}",
+                                  provider=self._provider)
             if self._chat:
                 delta = choice.get("delta")
-                text = delta.get("content") if delta else None
+                text = delta.get("content") if isinstance(delta, dict) else None
             else:
                 text = choice.get("text")
             index = choice.get("index", 0)
-            if text:
+            if type(text) is str and text:
                 if index == 0:
                     out.append(text)
                 else:
