@@ -12,7 +12,8 @@ from typing import Any, TypeVar
 
 from . import _core
 from ._http import AsyncTransport, SyncTransport, Timeouts
-from .errors import GenAIError, InvalidInputError
+from ._state import ServerState
+from .errors import GenAIError, InvalidInputError, SchemaValidationError
 from .types import Call, ChatResult, ChatResults, Usage
 
 VALID_ROLES = frozenset({"system", "user", "assistant", "tool", "developer", "function"})
@@ -116,6 +117,47 @@ def _check_extra(extra: dict[str, Any], codec: Any, kind: str) -> dict[str, Any]
     return merged
 
 
+def _make_hooks(hooks: Any, telemetry: Any, codec: Any) -> Any:
+    """The client's HookSet, or None when nothing observes calls (the common, fastest case).
+
+    ``telemetry="auto"`` adds the OpenTelemetry hooks when ``opentelemetry`` is importable
+    (looked up, not imported: with the extra not installed this costs one path lookup per
+    client and nothing per call); ``True`` requires it, ``False`` leaves it out."""
+    from .hooks import Hooks
+
+    chosen = list(hooks) if hooks is not None and not isinstance(hooks, Hooks) else ([hooks] if hooks else [])
+    for i, hook in enumerate(chosen):
+        if not isinstance(hook, Hooks):
+            raise InvalidInputError(f"hooks[{i}]: {type(hook).__name__} is not a gen_ai.Hooks",
+                                    suggestion="Subclass gen_ai.Hooks and override the methods you need.",
+                                    field=f"hooks[{i}]")
+    if telemetry not in (True, False, "auto"):
+        raise InvalidInputError(f"telemetry: must be True, False or 'auto', got {telemetry!r}",
+                                suggestion="Leave it at 'auto' to trace when OpenTelemetry is installed.",
+                                field="telemetry")
+    if telemetry is True or (telemetry == "auto" and _otel_installed()):
+        from .telemetry import OpenTelemetryHooks
+
+        chosen.append(OpenTelemetryHooks())
+    if not chosen:
+        return None
+    from .hooks import HookSet
+
+    return HookSet(chosen, codec)
+
+
+def _otel_installed() -> bool:
+    import importlib.util
+    import os
+
+    if os.environ.get("GEN_AI_TELEMETRY", "").lower() in ("0", "false", "off", "no"):
+        return False
+    try:
+        return importlib.util.find_spec("opentelemetry") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 class Client:
     """A client for one provider and model. Thread-safe; share one per process.
 
@@ -134,6 +176,8 @@ class Client:
         transport: Any = None,
         async_transport: Any = None,
         allow_local_files: bool = False,
+        hooks: Any = None,
+        telemetry: Any = "auto",
     ) -> None:
         if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
             raise InvalidInputError(f"max_retries must be a whole number >= 0, got {max_retries!r}",
@@ -145,14 +189,18 @@ class Client:
             raise InvalidInputError(f"allow_local_files must be True or False, got {allow_local_files!r}",
                                     field="allow_local_files")
         timeouts = Timeouts.from_option(timeout)
+        self._timeouts = timeouts
         self._codec = codec
         # Image parts inside messages may name local files only when the caller opts in.
         self.allow_local_files = allow_local_files
+        # What this client learns about its server (dialect, n limit, ...): never in the codec.
+        self._state = ServerState()
         self.max_retries = max_retries
         self.schema_retries = schema_retries
         self._transport = transport if transport is not None else SyncTransport(timeouts)
         self._async_transport = (async_transport if async_transport is not None
                                  else AsyncTransport(timeouts, max_connections))
+        self._hooks = _make_hooks(hooks, telemetry, codec)
 
     # -- introspection ----------------------------------------------------------------------
 
@@ -172,6 +220,50 @@ class Client:
     @property
     def codec(self) -> Any:
         return self._codec
+
+    @property
+    def server_state(self) -> ServerState:
+        """What this client has learned about its server (detected kind, structured-output
+        dialect, n limit, ...); see gen_ai/_state.py. Runners pass it to ``_core`` flows."""
+        return self._state
+
+    # -- the seam runners (gen_ai.batch, gen_ai.ray_data) use instead of private attributes --
+
+    def secrets(self) -> tuple[str, ...]:
+        """The credential values to scrub from errors and logs, as of now."""
+        return self._secrets
+
+    @property
+    def transport(self) -> Any:
+        """The sync transport (connection pool) the client's calls go through."""
+        return self._transport
+
+    @property
+    def async_transport(self) -> Any:
+        """The async transport (aiohttp pool, per event loop) of the ``arun_*`` calls."""
+        return self._async_transport
+
+    def new_async_transport(self, max_connections: int) -> Any:
+        """A fresh async pool with this client's timeouts, for a private event loop (the caller
+        closes it); None when the client's async transport is not an HTTP pool."""
+        if not isinstance(self._async_transport, AsyncTransport):
+            return None
+        return AsyncTransport(self._timeouts, max_connections=max_connections)
+
+    @property
+    def hooks(self) -> Any:
+        """The client's ``gen_ai.hooks.HookSet``, or None when nothing observes its calls."""
+        return self._hooks
+
+    validate_params = staticmethod(validate_params)
+
+    def build_call(self, kind: str, source: Any, max_tokens: Any, temperature: Any, top_p: Any, n: Any,
+                   timeout: Any, guided_json: Any, schema_retries: Any, stream: bool,
+                   extra: dict[str, Any]) -> Call:
+        """Validate one call's input and build its ``Call`` (what every ``run_*`` method sends).
+        ``kind`` is "chat" (``source`` = messages) or "completion" (``source`` = prompt)."""
+        return self._call(kind, source, max_tokens, temperature, top_p, n, timeout, guided_json,
+                          schema_retries, stream, extra)
 
     def __repr__(self) -> str:
         return f"<gen_ai.Client provider={self.provider!r} model={self.model_name!r} codec={self._codec!r}>"
@@ -225,14 +317,22 @@ class Client:
                     schema_retries=schema_retries), images
 
     def _run(self, build: Any, return_error: bool) -> Any:
+        observer = None
         try:
             call = build()
-            result = _core.run_sync(_core.call_flow(self._codec, call, self.max_retries),
+            if self._hooks is not None:
+                observer = self._hooks.begin_call(call)
+            result = _core.run_sync(_core.call_flow(self._codec, call, self.max_retries, observer, self._state),
                                     self._transport, self._codec.secrets)
         except GenAIError as exc:
+            exc.redact(self._secrets)
+            if observer is not None:
+                observer.end(error=exc)
             if return_error:
-                return None, exc.redact(self._secrets).to_dict()
-            raise exc.redact(self._secrets) from None
+                return None, exc.to_dict()
+            raise exc from None
+        if observer is not None:
+            observer.end(result)
         return (result, None) if return_error else result
 
     async def _arun(self, build: Any, return_error: bool) -> Any:
@@ -243,18 +343,27 @@ class Client:
         return await self._arun_built(built, return_error)
 
     async def _arun_built(self, build: Any, return_error: bool) -> Any:
+        observer = None
         try:
             call, images = await build()
             if images:
                 from ._offload import offload
 
                 call = await offload(self._prepare_images, call)
-            result = await _core.run_async(_core.call_flow(self._codec, call, self.max_retries),
+            if self._hooks is not None:
+                observer = self._hooks.begin_call(call)
+            result = await _core.run_async(_core.call_flow(self._codec, call, self.max_retries, observer,
+                                                           self._state),
                                            self._async_transport, self._codec.secrets)
         except GenAIError as exc:
+            exc.redact(self._secrets)
+            if observer is not None:
+                observer.end(error=exc)
             if return_error:
-                return None, exc.redact(self._secrets).to_dict()
-            raise exc.redact(self._secrets) from None
+                return None, exc.to_dict()
+            raise exc from None
+        if observer is not None:
+            observer.end(result)
         return (result, None) if return_error else result
 
     def _stream(self, cls: type[_S], kind: str, source: Any, max_tokens: Any, temperature: Any, top_p: Any,
@@ -589,7 +698,14 @@ class _StreamBase:
         self.latency = time.perf_counter() - self._start
         call = self._call
         if call is not None and call.schema is not None:
-            self.parsed = call.schema.validate(self.text)
+            try:
+                self.parsed = call.schema.validate(self.text)
+            except SchemaValidationError as exc:
+                if self.finish_reason != "length":
+                    raise
+                from .structured import cut_off
+
+                raise cut_off(exc, call.max_tokens, self._client.provider) from None
 
     def _failed(self, exc: GenAIError) -> bool:
         """Scrub the error and keep the text that arrived before it on ``exc.partial_text``;
@@ -651,8 +767,9 @@ class TextStream(_StreamBase):
                 self._images = False
             call = self._call
             codec = client._codec
-            self._response = response = _core.run_sync(_core.stream_open_flow(codec, call, client.max_retries),
-                                                       client._transport, client._codec.secrets)
+            self._response = response = _core.run_sync(
+                _core.stream_open_flow(codec, call, client.max_retries, client._state),
+                client._transport, client._codec.secrets)
             self._parser = parser = codec.stream_parser(call, response.headers)
             for chunk in response.iter_bytes():
                 for delta in parser.feed(chunk):
@@ -745,8 +862,8 @@ class AsyncTextStream(_StreamBase):
             assert call is not None
             codec = client._codec
             self._response = response = await _core.run_async(
-                _core.stream_open_flow(codec, call, client.max_retries), client._async_transport,
-                client._codec.secrets)
+                _core.stream_open_flow(codec, call, client.max_retries, client._state),
+                client._async_transport, client._codec.secrets)
             self._parser = parser = codec.stream_parser(call, response.headers)
             async for chunk in response.iter_bytes():
                 if self._closed:

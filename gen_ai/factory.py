@@ -22,7 +22,8 @@ PROVIDERS: dict[str, str] = {
 }
 
 # Options that belong to the Client (transport, retries); everything else goes to the codec.
-_CLIENT_OPTIONS = ("max_retries", "timeout", "schema_retries", "max_connections", "allow_local_files")
+_CLIENT_OPTIONS = ("max_retries", "timeout", "schema_retries", "max_connections", "hooks", "telemetry",
+                   "allow_local_files")
 
 
 def create_client(

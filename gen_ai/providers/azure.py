@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .._keywords import AZURE_KEYWORDS
+from .._state import FRESH, Changes, ServerState
 from ..errors import ConfigurationError, ContentFilterError, GenAIError
 from ..types import Call, Completion, RawResponse, Request
 from ._base import StreamParser, dumps, error_details, status_error
@@ -149,7 +150,7 @@ class AzureCodec(OpenAICodec):
             self._issued.append(token)
         return token
 
-    def build_request(self, call: Call) -> Request:
+    def build_request(self, call: Call, state: ServerState = FRESH) -> Request:
         headers = self._headers
         if callable(self._token):
             try:
@@ -157,18 +158,17 @@ class AzureCodec(OpenAICodec):
             except IndexError:  # build_request called outside the call flow
                 token = self._new_token()
             headers = {**headers, "Authorization": f"Bearer {token}"}
-        return Request("POST", self._urls[call.kind], headers, dumps(self.build_body(call)), call.stream)
+        return Request("POST", self._urls[call.kind], headers, dumps(self.build_body(call, state)), call.stream)
 
-    def probe_request(self, call: Call) -> Request | None:
+    def probe_request(self, call: Call, state: ServerState) -> Request | None:
         return None  # the dialect is known: json_schema
 
-    def fallback(self, call: Call, error: GenAIError) -> bool:
+    def fallback(self, call: Call, request: Request, error: GenAIError, state: ServerState) -> Changes | None:
         # Only stream_options may be missing (old api-versions); never change the schema dialect.
-        if call.stream and self.stream_usage and error.status_code == 400 \
-                and "stream_options" in (error.message or "").lower():
-            self.stream_usage = False
-            return True
-        return False
+        if call.stream and error.status_code == 400 and "stream_options" in (error.message or "").lower() \
+                and b'"stream_options"' in (request.body or b""):
+            return {"stream_usage": (True, False)}
+        return None
 
     # -- responses --------------------------------------------------------------------------
 
