@@ -323,3 +323,20 @@ def test_azure_responses_route(server, api_version, path):
     assert "temperature" not in body  # o4-mini by the deployment's name
     assert "azure-key-123" not in repr(client) and "azure-key-123" not in repr(client.codec)
     client.close()
+
+
+def test_keywords_are_the_create_response_properties(server):
+    from test_keywords import _openai_properties
+
+    from gen_ai import _keywords
+    from gen_ai.errors import InvalidInputError
+
+    assert _keywords.OPENAI_RESPONSES == _openai_properties("CreateResponse")
+    client = create_client(endpoint=server.url, model_name="gpt-4.1", api_key="k", api="responses")
+    with pytest.raises(InvalidInputError, match="instructons"):
+        client.run_chat_completions(MESSAGES, instructons="x")
+    server.add(200, response_body([MESSAGE_ITEM]))
+    client.run_chat_completions(MESSAGES, instructions="Answer in French.", previous_response_id="resp_1")
+    body = server.requests[0].json()
+    assert body["instructions"] == "Answer in French." and body["previous_response_id"] == "resp_1"
+    client.close()

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from .._keywords import ANTHROPIC_KEYWORDS
 from .._sse import SSEDecoder
 from .._state import FRESH, Changes, ServerState
 from ..errors import (
@@ -57,6 +58,7 @@ from ._base import (
     json_headers,
     split_system,
     status_error,
+    token_count,
 )
 
 DEFAULT_ENDPOINT = "https://api.anthropic.com"
@@ -148,6 +150,7 @@ def _base_url(endpoint: str) -> str:
 
 class AnthropicCodec(Codec):
     provider = "anthropic"
+    extra_keywords = ANTHROPIC_KEYWORDS
     env_api_key = "ANTHROPIC_API_KEY"
     env_endpoint = "ANTHROPIC_BASE_URL"
 
@@ -322,10 +325,10 @@ def usage_from_json(usage: Any) -> Usage | None:
     """input_tokens excludes cached prompt tokens; prompt_tokens counts them all."""
     if not isinstance(usage, dict):
         return None
-    read = int(usage.get("cache_read_input_tokens") or 0)
-    write = int(usage.get("cache_creation_input_tokens") or 0)
+    read = token_count(usage.get("cache_read_input_tokens"))
+    write = token_count(usage.get("cache_creation_input_tokens"))
     # output_tokens includes thinking tokens; Anthropic does not report them apart.
-    return Usage(int(usage.get("input_tokens") or 0) + read + write, int(usage.get("output_tokens") or 0),
+    return Usage(token_count(usage.get("input_tokens")) + read + write, token_count(usage.get("output_tokens")),
                  None, read, write)
 
 
@@ -441,14 +444,16 @@ class AnthropicStreamParser(StreamParser):
             raise StreamError(f"malformed stream event {name!r}: {data[:200]!r}", provider=self._provider)
         kind = obj.get("type") or name
         if kind == "content_block_delta":
-            delta = obj.get("delta") or {}
+            delta = obj.get("delta")
+            if not isinstance(delta, dict):
+                delta = {}
             dtype = delta.get("type")
             if dtype == "text_delta":
-                if delta.get("text"):
+                if type(delta.get("text")) is str and delta["text"]:
                     out.append(delta["text"])
             elif dtype == "thinking_delta":
                 piece = delta.get("thinking")
-                if piece:
+                if type(piece) is str and piece:
                     self.add_reasoning(piece)
                     block = self._blocks.get(obj.get("index", -1))
                     if block is not None:
@@ -456,12 +461,14 @@ class AnthropicStreamParser(StreamParser):
             elif dtype == "signature_delta":
                 block = self._blocks.get(obj.get("index", -1))
                 if block is not None:
-                    block["signature"] += delta.get("signature") or ""
+                    block["signature"] += str(delta.get("signature") or "")
         elif kind == "content_block_start":
-            start = obj.get("content_block") or {}
+            start = obj.get("content_block")
+            if not isinstance(start, dict):
+                start = {}
             if start.get("type") == "thinking":
-                block = {"type": "anthropic.thinking", "thinking": start.get("thinking") or "",
-                         "signature": start.get("signature") or ""}
+                block = {"type": "anthropic.thinking", "thinking": str(start.get("thinking") or ""),
+                         "signature": str(start.get("signature") or "")}
                 if block["thinking"]:
                     self.add_reasoning(block["thinking"])
                 self._blocks[obj.get("index", -1)] = block
@@ -501,7 +508,7 @@ class AnthropicStreamParser(StreamParser):
             if usage.get(key) is not None:
                 self._input[key] = usage[key]
         if usage.get("output_tokens") is not None:
-            self._output_tokens = int(usage["output_tokens"])
+            self._output_tokens = token_count(usage["output_tokens"])
         self.usage = usage_from_json({**self._input, "output_tokens": self._output_tokens})
 
     def close(self) -> list[str]:

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from .._keywords import GEMINI_GENERATION, GEMINI_KEYWORDS
 from .._sse import SSEDecoder
 from ..errors import (
     AuthenticationError,
@@ -43,7 +44,17 @@ from ..errors import (
 )
 from ..images import split_data_url
 from ..types import Call, Completion, RawResponse, Request, TokenLogprob, Usage
-from ._base import Codec, StreamParser, decode_json, dumps, error_details, json_headers, split_system, status_error
+from ._base import (
+    Codec,
+    StreamParser,
+    decode_json,
+    dumps,
+    error_details,
+    json_headers,
+    split_system,
+    status_error,
+    token_count,
+)
 
 DEFAULT_ENDPOINT = "https://generativelanguage.googleapis.com/v1beta"
 
@@ -53,11 +64,7 @@ FINISH_REASONS = {"STOP": "stop", "MAX_TOKENS": "length", "MALFORMED_FUNCTION_CA
 BLOCK_REASONS = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII",
                            "IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION"})
 # Keywords that belong inside generationConfig when passed as extra keywords.
-_GENERATION_FIELDS = frozenset({
-    "stopSequences", "topK", "seed", "presencePenalty", "frequencyPenalty", "responseLogprobs",
-    "logprobs", "thinkingConfig", "responseModalities", "mediaResolution", "speechConfig",
-    "enableEnhancedCivicAnswers", "imageConfig", "responseSchema",
-})
+_GENERATION_FIELDS = GEMINI_GENERATION
 # google.rpc status -> (class, retryable), for bodies whose HTTP status says less.
 _STATUSES: dict[str, tuple[type[GenAIError], bool]] = {
     "RESOURCE_EXHAUSTED": (RateLimitError, True),
@@ -112,6 +119,7 @@ def _base_url(endpoint: str) -> str:
 
 class GeminiCodec(Codec):
     provider = "gemini"
+    extra_keywords = GEMINI_KEYWORDS
     env_api_keys = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
     env_endpoint = "GOOGLE_GEMINI_BASE_URL"
 
@@ -264,8 +272,12 @@ def map_finish_reason(reason: Any) -> str | None:
 
 
 def candidate_text(candidate: dict[str, Any]) -> str:
-    parts = (candidate.get("content") or {}).get("parts") or ()
-    return "".join(str(p.get("text") or "") for p in parts if isinstance(p, dict) and not p.get("thought"))
+    content = candidate.get("content")
+    parts = content.get("parts") if isinstance(content, dict) else None
+    if not isinstance(parts, list):
+        return ""
+    return "".join(p["text"] for p in parts
+                   if isinstance(p, dict) and type(p.get("text")) is str and not p.get("thought"))
 
 
 def candidate_reasoning(candidate: dict[str, Any]) -> tuple[str | None, list[dict[str, Any]] | None]:
@@ -294,14 +306,22 @@ def candidate_logprobs(candidate: dict[str, Any]) -> list[TokenLogprob] | None:
     result = candidate.get("logprobsResult")
     if not isinstance(result, dict):
         return None
-    chosen = result.get("chosenCandidates") or []
-    tops = result.get("topCandidates") or []
+    chosen = result.get("chosenCandidates")
+    tops = result.get("topCandidates")
+    tops = tops if isinstance(tops, list) else []
     out = []
-    for i, item in enumerate(chosen):
-        top = tops[i].get("candidates") or [] if i < len(tops) and isinstance(tops[i], dict) else []
-        out.append(TokenLogprob(str(item.get("token", "")), float(item.get("logProbability") or 0.0),
-                                [(str(t.get("token", "")), float(t.get("logProbability") or 0.0)) for t in top]))
+    for i, item in enumerate(chosen if isinstance(chosen, list) else ()):
+        if not isinstance(item, dict):
+            continue
+        top = tops[i].get("candidates") if i < len(tops) and isinstance(tops[i], dict) else None
+        out.append(TokenLogprob(str(item.get("token", "")), _logprob(item.get("logProbability")),
+                                [(str(t.get("token", "")), _logprob(t.get("logProbability")))
+                                 for t in (top if isinstance(top, list) else ()) if isinstance(t, dict)]))
     return out
+
+
+def _logprob(value: Any) -> float:
+    return float(value) if type(value) in (int, float) else 0.0
 
 
 def usage_from_json(usage: Any) -> Usage | None:
@@ -311,12 +331,12 @@ def usage_from_json(usage: Any) -> Usage | None:
     (toolUsePromptTokenCount, input the model read from its tools) count as prompt; thinking
     tokens (thoughtsTokenCount, billed as output) as completion. So total = prompt + completion
     equals Gemini's totalTokenCount."""
-    prompt = int(usage.get("promptTokenCount") or 0) + int(usage.get("toolUsePromptTokenCount") or 0)
-    thoughts = int(usage.get("thoughtsTokenCount") or 0)
-    completion = int(usage.get("candidatesTokenCount") or 0) + thoughts
+    prompt = token_count(usage.get("promptTokenCount")) + token_count(usage.get("toolUsePromptTokenCount"))
+    thoughts = token_count(usage.get("thoughtsTokenCount"))
+    completion = token_count(usage.get("candidatesTokenCount")) + thoughts
     if not prompt and not completion and usage.get("totalTokenCount"):
-        return Usage(0, 0, int(usage["totalTokenCount"]))
-    return Usage(prompt, completion, None, int(usage.get("cachedContentTokenCount") or 0), 0, thoughts)
+        return Usage(0, 0, token_count(usage["totalTokenCount"]))
+    return Usage(prompt, completion, None, token_count(usage.get("cachedContentTokenCount")), 0, thoughts)
 
 
 def blocked_error(reason: str, provider: str, detail: Any = None, *, prompt: bool = False) -> ContentFilterError:

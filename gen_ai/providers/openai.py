@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from .._keywords import OPENAI_KEYWORDS
 from .._sse import SSEDecoder
 from .._state import FRESH, Changes, ServerState
 from ..errors import (
@@ -41,7 +42,17 @@ from ..errors import (
     StreamTruncatedError,
 )
 from ..types import Call, Completion, RawResponse, Request, TokenLogprob, Usage
-from ._base import Codec, StreamParser, decode_json, dumps, error_details, json_headers, status_error
+from ._base import (
+    Codec,
+    StreamParser,
+    decode_json,
+    describe_body,
+    dumps,
+    error_details,
+    json_headers,
+    status_error,
+    token_count,
+)
 
 DIALECTS = ("json_schema", "json_object", "tgi", "guided_json", "structured_outputs", "json_schema_field",
             "grammar")
@@ -175,6 +186,7 @@ def base_body(call: Call, model: str, messages: Any) -> dict[str, Any]:
 
 class OpenAICodec(Codec):
     provider = "openai"
+    extra_keywords = OPENAI_KEYWORDS
     env_api_key = "OPENAI_API_KEY"
     env_endpoint = "OPENAI_BASE_URL"
 
@@ -455,7 +467,13 @@ def completion_from_json(data: Any, kind: str, response: RawResponse, provider: 
             f"the response has no 'choices' list: {message[:300]}",
             status_code=response.status, url=response.url, method=response.method, provider=provider,
         )
-    choices = sorted(choices, key=lambda c: c.get("index", 0)) if len(choices) > 1 else choices
+    if not all(isinstance(c, dict) for c in choices):
+        raise ResponseError(
+            f"the response's 'choices' must be a list of objects: {describe_body(response.body)[:300]}",
+            status_code=response.status, url=response.url, method=response.method, provider=provider,
+        )
+    if len(choices) > 1:
+        choices = sorted(choices, key=lambda c: c.get("index") if type(c.get("index")) is int else 0)
     texts: list[str] = []
     reasons: list[str | None] = []
     tool_calls: list[Any] = []
@@ -463,8 +481,11 @@ def completion_from_json(data: Any, kind: str, response: RawResponse, provider: 
     logprobs: list[Any] | None = None
     for i, choice in enumerate(choices):
         if kind == "chat":
-            answer = choice.get("message") or {}
-            texts.append(answer.get("content") or "")
+            answer = choice.get("message")
+            if not isinstance(answer, dict):
+                answer = {}
+            content = answer.get("content")
+            texts.append(content if type(content) is str else "")
             tool_calls.append(answer.get("tool_calls"))
             # vLLM (since early 2026), Ollama /v1, LM Studio, OpenRouter: "reasoning";
             # SGLang, llama.cpp, DeepSeek, older vLLM: "reasoning_content".
@@ -474,9 +495,11 @@ def completion_from_json(data: Any, kind: str, response: RawResponse, provider: 
                     reasonings = [None] * len(choices)
                 reasonings[i] = thinking
         else:
-            texts.append(choice.get("text") or "")
+            text = choice.get("text")
+            texts.append(text if type(text) is str else "")
             tool_calls.append(None)
-        reasons.append(choice.get("finish_reason"))
+        reason = choice.get("finish_reason")
+        reasons.append(reason if reason is None or type(reason) is str else str(reason))
         if choice.get("logprobs"):
             if logprobs is None:
                 logprobs = [None] * len(choices)
@@ -486,6 +509,11 @@ def completion_from_json(data: Any, kind: str, response: RawResponse, provider: 
                       data.get("id"), tool_calls, reasonings, None, logprobs)
 
 
+def logprob_value(value: Any) -> float:
+    """A log probability from a response: a number, anything else (null, text) counts 0.0."""
+    return float(value) if type(value) in (int, float) else 0.0
+
+
 def logprobs_from_json(value: Any) -> list[TokenLogprob] | None:
     """Chat ``logprobs.content`` [{token, logprob, bytes, top_logprobs: [{token, logprob}]}], or
     the legacy completions shape {tokens, token_logprobs, top_logprobs: [{token: logprob}]}."""
@@ -493,21 +521,30 @@ def logprobs_from_json(value: Any) -> list[TokenLogprob] | None:
         return None
     content = value.get("content")
     if isinstance(content, list):
-        return [TokenLogprob(str(item.get("token", "")), float(item.get("logprob") or 0.0),
-                             [(str(t.get("token", "")), float(t.get("logprob") or 0.0))
-                              for t in item.get("top_logprobs") or () if isinstance(t, dict)],
-                             item.get("bytes"))
-                for item in content if isinstance(item, dict)]
+        out: list[TokenLogprob] = []
+        for item in content:
+            if not isinstance(item, dict):
+                continue
+            tops = item.get("top_logprobs")
+            raw_bytes = item.get("bytes")
+            out.append(TokenLogprob(str(item.get("token", "")), logprob_value(item.get("logprob")),
+                                    [(str(t.get("token", "")), logprob_value(t.get("logprob")))
+                                     for t in (tops if isinstance(tops, list) else ()) if isinstance(t, dict)],
+                                    raw_bytes if isinstance(raw_bytes, list) else None))
+        return out
     tokens = value.get("tokens")
     if isinstance(tokens, list):
-        lps = value.get("token_logprobs") or []
-        tops = value.get("top_logprobs") or []
-        out = []
+        lps = value.get("token_logprobs")
+        lps = lps if isinstance(lps, list) else []
+        tops = value.get("top_logprobs")
+        tops = tops if isinstance(tops, list) else []
+        legacy = []
         for j, token in enumerate(tokens):
             top = tops[j] if j < len(tops) and isinstance(tops[j], dict) else {}
-            out.append(TokenLogprob(str(token), float(lps[j] if j < len(lps) and lps[j] is not None else 0.0),
-                                    sorted(((str(k), float(v)) for k, v in top.items()), key=lambda t: -t[1])))
-        return out
+            legacy.append(TokenLogprob(str(token), logprob_value(lps[j] if j < len(lps) else None),
+                                       sorted(((str(k), logprob_value(v)) for k, v in top.items()),
+                                              key=lambda t: -t[1])))
+        return legacy
     return None
 
 
@@ -519,20 +556,20 @@ def usage_from_json(usage: Any) -> Usage | None:
     (OpenAI, Azure; a top-level ``reasoning_tokens`` is read too)."""
     if not isinstance(usage, dict):
         return None
-    prompt = usage.get("prompt_tokens") or 0
-    completion = usage.get("completion_tokens") or 0
-    total = prompt + completion if prompt or completion else usage.get("total_tokens") or 0
+    prompt = token_count(usage.get("prompt_tokens"))
+    completion = token_count(usage.get("completion_tokens"))
+    total = prompt + completion if prompt or completion else token_count(usage.get("total_tokens"))
     result = Usage(prompt, completion, total)
     details = usage.get("prompt_tokens_details")
-    if details:
-        result.cached_tokens = details.get("cached_tokens") or 0
+    if isinstance(details, dict):
+        result.cached_tokens = token_count(details.get("cached_tokens"))
     elif "prompt_cache_hit_tokens" in usage:
-        result.cached_tokens = usage["prompt_cache_hit_tokens"] or 0
+        result.cached_tokens = token_count(usage["prompt_cache_hit_tokens"])
     details = usage.get("completion_tokens_details")
-    if details:
-        result.reasoning_tokens = details.get("reasoning_tokens") or 0
+    if isinstance(details, dict):
+        result.reasoning_tokens = token_count(details.get("reasoning_tokens"))
     elif "reasoning_tokens" in usage:
-        result.reasoning_tokens = usage["reasoning_tokens"] or 0
+        result.reasoning_tokens = token_count(usage["reasoning_tokens"])
     return result
 
 
@@ -547,6 +584,7 @@ class OpenAIStreamParser(StreamParser):
         self._provider = provider
         self._sse = SSEDecoder()
         self._done = False
+        self._pending: GenAIError | None = None
         self._extra: dict[int, list[str]] = {}
         content_type = (headers.get("content-type") or "").lower()
         self._json_body: list[bytes] | None = [] if content_type.startswith("application/json") else None
@@ -557,12 +595,20 @@ class OpenAIStreamParser(StreamParser):
         return [self.text] + ["".join(self._extra[i]) for i in sorted(self._extra)]
 
     def feed(self, chunk: bytes) -> list[str]:
+        if self._pending is not None:
+            raise self._pending
         if self._json_body is not None:
             self._json_body.append(chunk)
             return []
         out: list[str] = []
-        for _, data in self._sse.feed(chunk):
-            self._event(data, out)
+        try:
+            for _, data in self._sse.feed(chunk):
+                self._event(data, out)
+        except GenAIError as exc:
+            # Hand out the text that came before the error in this chunk first; raise on the next call.
+            if not out:
+                raise
+            self._pending = exc
         if out:
             self.parts.extend(out)
         return out
@@ -584,14 +630,18 @@ class OpenAIStreamParser(StreamParser):
         if self.id is None:
             self.id = obj.get("id")
             self.model = obj.get("model")
-        for choice in obj.get("choices") or ():
+        choices = obj.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            if not isinstance(choice, dict):
+                raise StreamError(f"malformed stream event (a choice is not an object): {data[:200]!r}",
+                                  provider=self._provider)
             index = choice.get("index", 0)
             if self._chat:
                 delta = choice.get("delta")
-                if delta:
+                if isinstance(delta, dict):
                     text = delta.get("content")
                     thinking = delta.get("reasoning_content") or delta.get("reasoning")
-                    if thinking and index == 0 and isinstance(thinking, str):
+                    if type(thinking) is str and thinking and index == 0:
                         self.add_reasoning(thinking)
                 else:
                     text = None
@@ -604,7 +654,7 @@ class OpenAIStreamParser(StreamParser):
                         self.logprobs = more
                     else:
                         self.logprobs.extend(more)
-            if text:
+            if type(text) is str and text:
                 if index == 0:
                     out.append(text)
                 else:
@@ -617,6 +667,8 @@ class OpenAIStreamParser(StreamParser):
             self.usage = usage_from_json(usage)
 
     def close(self) -> list[str]:
+        if self._pending is not None:
+            raise self._pending
         if self._json_body is not None:
             body = b"".join(self._json_body)
             raw = RawResponse(200, {}, body, "", "POST")

@@ -38,18 +38,21 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from .._keywords import RESPONSES_KEYWORDS
 from .._sse import SSEDecoder
 from .._state import FRESH, Changes, ServerState
 from ..errors import GenAIError, ResponseError, StreamError, StreamTruncatedError
 from ..types import Call, Completion, RawResponse, Request, TokenLogprob, Usage
 from ._base import StreamParser, decode_json, dumps, error_details
-from .openai import OpenAICodec
+from .openai import OpenAICodec, logprob_value
 
 _INCOMPLETE_REASONS = {"max_output_tokens": "length", "content_filter": "content_filter"}
 
 
 class OpenAIResponsesCodec(OpenAICodec):
     """OpenAI's credentials, endpoint rules, errors and learned facts; the Responses wire format."""
+
+    extra_keywords = RESPONSES_KEYWORDS
 
     def __init__(self, api_key: str | None = None, endpoint: str | None = None, model_name: str | None = None,
                  *, strict_schema: bool = True, headers: Mapping[str, str] | None = None) -> None:
@@ -256,10 +259,22 @@ def _reasoning_input(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def response_logprobs(items: Any) -> list[TokenLogprob]:
-    return [TokenLogprob(str(lp.get("token", "")), float(lp.get("logprob") or 0.0),
-                         [(str(t.get("token", "")), float(t.get("logprob") or 0.0))
-                          for t in lp.get("top_logprobs") or () if isinstance(t, dict)], lp.get("bytes"))
-            for lp in items if isinstance(lp, dict)]
+    out: list[TokenLogprob] = []
+    for lp in items if isinstance(items, list) else ():
+        if not isinstance(lp, dict):
+            continue
+        tops = lp.get("top_logprobs")
+        raw_bytes = lp.get("bytes")
+        out.append(TokenLogprob(str(lp.get("token", "")), logprob_value(lp.get("logprob")),
+                                [(str(t.get("token", "")), logprob_value(t.get("logprob")))
+                                 for t in (tops if isinstance(tops, list) else ()) if isinstance(t, dict)],
+                                raw_bytes if isinstance(raw_bytes, list) else None))
+    return out
+
+
+def _index(obj: dict[str, Any]) -> int:
+    index = obj.get("output_index")
+    return index if type(index) is int else 0
 
 
 class ResponsesStreamParser(StreamParser):
@@ -295,7 +310,7 @@ class ResponsesStreamParser(StreamParser):
         kind = obj.get("type") or name
         if kind == "response.output_text.delta":
             delta = obj.get("delta")
-            if delta:
+            if type(delta) is str and delta:
                 out.append(delta)
             if obj.get("logprobs"):
                 more = response_logprobs(obj["logprobs"])
@@ -305,22 +320,27 @@ class ResponsesStreamParser(StreamParser):
                     self.logprobs.extend(more)
         elif kind in ("response.reasoning_text.delta", "response.reasoning_summary_text.delta"):
             delta = obj.get("delta")
-            if delta:
+            if type(delta) is str and delta:
                 self.add_reasoning(delta)
-                self._reasoning_streamed.add(int(obj.get("output_index") or 0))
+                self._reasoning_streamed.add(_index(obj))
         elif kind == "response.output_item.added":
-            item = obj.get("item") or {}
+            item = obj.get("item")
+            if not isinstance(item, dict):
+                item = {}
             if item.get("type") == "function_call":
-                self._calls[int(obj.get("output_index") or 0)] = {
+                self._calls[_index(obj)] = {
                     "id": item.get("call_id") or item.get("id"), "type": "function",
                     "function": {"name": item.get("name"), "arguments": item.get("arguments") or ""}}
         elif kind == "response.function_call_arguments.delta":
-            call = self._calls.get(int(obj.get("output_index") or 0))
-            if call is not None:
-                call["function"]["arguments"] += obj.get("delta") or ""
+            call = self._calls.get(_index(obj))
+            delta = obj.get("delta")
+            if call is not None and type(delta) is str:
+                call["function"]["arguments"] += delta
         elif kind == "response.output_item.done":
-            item = obj.get("item") or {}
-            index = int(obj.get("output_index") or 0)
+            item = obj.get("item")
+            if not isinstance(item, dict):
+                item = {}
+            index = _index(obj)
             if item.get("type") == "reasoning":
                 if index not in self._reasoning_streamed:
                     text = reasoning_item_text(item)
@@ -332,11 +352,15 @@ class ResponsesStreamParser(StreamParser):
                                                       "function": {"name": item.get("name"), "arguments": ""}})
                 call["function"]["arguments"] = item.get("arguments") or call["function"]["arguments"]
         elif kind == "response.created" or kind == "response.in_progress":
-            response = obj.get("response") or {}
+            response = obj.get("response")
+            if not isinstance(response, dict):
+                response = {}
             self.id = response.get("id") or self.id
             self.model = response.get("model") or self.model
         elif kind in ("response.completed", "response.incomplete"):
-            response = obj.get("response") or {}
+            response = obj.get("response")
+            if not isinstance(response, dict):
+                response = {}
             self.id = response.get("id") or self.id
             self.model = response.get("model") or self.model
             self.usage = usage_from_response(response.get("usage"))
@@ -371,6 +395,7 @@ def _azure_responses_codec() -> type:
     from .azure import AzureCodec, _resource_root
 
     class AzureResponsesCodec(AzureCodec):
+        extra_keywords = RESPONSES_KEYWORDS
         build_body = OpenAIResponsesCodec.build_body
         parse_response = OpenAIResponsesCodec.parse_response
         stream_parser = OpenAIResponsesCodec.stream_parser
