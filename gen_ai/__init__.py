@@ -16,6 +16,7 @@ from .errors import (
     ContentFilterError,
     GenAIError,
     InvalidInputError,
+    InvalidToolArgumentsError,
     NotFoundError,
     RateLimitError,
     ResponseError,
@@ -23,9 +24,10 @@ from .errors import (
     ServerError,
     StreamError,
     StreamTruncatedError,
+    ToolCallError,
 )
 from .factory import create_client
-from .types import ChatResult, ChatResults, Usage
+from .types import ChatResult, ChatResults, StreamEvent, ToolCall, Usage
 
 __version__ = "0.1.0"
 
@@ -37,6 +39,8 @@ __all__ = [
     "ChatResult",
     "ChatResults",
     "Usage",
+    "ToolCall",
+    "StreamEvent",
     "GenAIError",
     "InvalidInputError",
     "ConfigurationError",
@@ -53,4 +57,6 @@ __all__ = [
     "StreamError",
     "StreamTruncatedError",
     "SchemaValidationError",
+    "ToolCallError",
+    "InvalidToolArgumentsError",
 ]

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from . import _core
 from ._http import AsyncTransport, SyncTransport, Timeouts
 from .errors import GenAIError, InvalidInputError
-from .types import Call, ChatResult, ChatResults, Usage
+from .types import Call, ChatResult, ChatResults, StreamEvent, ToolCall, Usage
 
 VALID_ROLES = frozenset({"system", "user", "assistant", "tool", "developer", "function"})
 # Keywords the client owns; passing them through **extra would corrupt the request.
@@ -491,11 +491,23 @@ class _StreamBase:
     def model(self) -> str | None:
         return self._parser.model if self._parser is not None else None
 
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        """The tool calls of the answer, complete once iteration has ended (empty if none)."""
+        return self._parser.tool_calls if self._parser is not None else []
+
     def _finish(self) -> None:
         self.latency = time.perf_counter() - self._start
+        parser = self._parser
+        if parser._tools is not None:
+            parser.check_tool_calls(self._client._codec.provider)
         call = self._call
         if call is not None and call.schema is not None:
             self.parsed = call.schema.validate(self.text)
+
+    def _done_event(self) -> StreamEvent:
+        return StreamEvent("done", finish_reason=self.finish_reason, usage=self.usage,
+                           tool_calls=self.tool_calls)
 
     def _failed(self, exc: GenAIError) -> bool:
         """Scrub the error; True when it should be kept in ``.error`` instead of raised."""
@@ -508,7 +520,7 @@ class _StreamBase:
     def to_result(self) -> ChatResult:
         """The whole streamed answer as a ChatResult (after iteration)."""
         return ChatResult(self.text, finish_reason=self.finish_reason, usage=self.usage, model=self.model,
-                          latency=self.latency or 0.0, parsed=self.parsed)
+                          latency=self.latency or 0.0, parsed=self.parsed, tool_calls=self.tool_calls or None)
 
 
 class TextStream(_StreamBase):
@@ -519,7 +531,12 @@ class TextStream(_StreamBase):
     def __iter__(self) -> Iterator[str]:
         return self._iterate()
 
-    def _iterate(self) -> Iterator[str]:
+    def events(self) -> Iterator[StreamEvent]:
+        """Iterate typed events instead of text: "text", "tool_call_start", "tool_call_delta",
+        ("reasoning" where the provider sends thinking text) and a final "done"."""
+        return self._iterate(True)
+
+    def _iterate(self, events: bool = False) -> Iterator[Any]:
         client = self._client
         response = None
         try:
@@ -530,6 +547,21 @@ class TextStream(_StreamBase):
             response = _core.run_sync(_core.stream_open_flow(codec, call, client.max_retries),
                                       client._transport, client._codec.secrets)
             self._parser = parser = codec.stream_parser(call, response.headers)
+            if events:
+                parser.want_events = True
+                queue = parser.events
+                for chunk in response.iter_bytes():
+                    if parser.feed(chunk) and self.first_token_latency is None:
+                        self.first_token_latency = time.perf_counter() - self._start
+                    if queue:
+                        yield from queue
+                        queue.clear()
+                parser.close()
+                yield from queue
+                queue.clear()
+                self._finish()
+                yield self._done_event()
+                return
             for chunk in response.iter_bytes():
                 for delta in parser.feed(chunk):
                     if self.first_token_latency is None:
@@ -551,7 +583,11 @@ class AsyncTextStream(_StreamBase):
     def __aiter__(self) -> AsyncIterator[str]:
         return self._iterate()
 
-    async def _iterate(self) -> AsyncIterator[str]:
+    def events(self) -> AsyncIterator[StreamEvent]:
+        """``async for event in stream.events()``: the typed events of TextStream.events()."""
+        return self._iterate(True)
+
+    async def _iterate(self, events: bool = False) -> AsyncIterator[Any]:
         client = self._client
         response = None
         try:
@@ -562,6 +598,22 @@ class AsyncTextStream(_StreamBase):
             response = await _core.run_async(_core.stream_open_flow(codec, call, client.max_retries),
                                              client._async_transport, client._codec.secrets)
             self._parser = parser = codec.stream_parser(call, response.headers)
+            if events:
+                parser.want_events = True
+                queue = parser.events
+                async for chunk in response.iter_bytes():
+                    if parser.feed(chunk) and self.first_token_latency is None:
+                        self.first_token_latency = time.perf_counter() - self._start
+                    for event in queue:
+                        yield event
+                    queue.clear()
+                parser.close()
+                for event in queue:
+                    yield event
+                queue.clear()
+                self._finish()
+                yield self._done_event()
+                return
             async for chunk in response.iter_bytes():
                 for delta in parser.feed(chunk):
                     if self.first_token_latency is None:

@@ -21,7 +21,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from fault_server import FaultServer  # noqa: E402
 
-SPECS = Path(__file__).resolve().parents[2] / "shared" / "specs"
+# ../shared/specs from the checkout (/work/main) or from a worktree one level deeper (/work/wt/x).
+SPECS = next((p / "shared" / "specs" for p in Path(__file__).resolve().parents[2:4]
+              if (p / "shared" / "specs").is_dir()), Path(__file__).resolve().parents[2] / "shared" / "specs")
 
 
 def smollm2_path() -> str:

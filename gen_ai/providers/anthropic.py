@@ -44,7 +44,7 @@ from ..errors import (
     StreamTruncatedError,
 )
 from ..images import split_data_url
-from ..types import Call, Completion, RawResponse, Request, Usage
+from ..types import Call, Completion, RawResponse, Request, StreamEvent, ToolCall, Usage
 from ._base import (
     AUTH_HEADERS,
     Codec,
@@ -197,20 +197,19 @@ class AnthropicCodec(Codec):
                 status_code=response.status, url=response.url, method=response.method, provider=self.provider,
             )
         texts: list[str] = []
-        tool_calls: list[dict[str, Any]] = []
+        tool_calls: list[ToolCall] = []
         for block in data["content"]:
             if not isinstance(block, dict):
                 continue
             if block.get("type") == "text":
                 texts.append(str(block.get("text") or ""))
             elif block.get("type") == "tool_use":
-                tool_calls.append({
-                    "id": block.get("id"), "type": "function",
-                    "function": {"name": block.get("name"), "arguments": json.dumps(block.get("input") or {})},
-                })
+                tool_calls.append(ToolCall(str(block.get("id") or ""), str(block.get("name") or ""),
+                                           json.dumps(block.get("input") or {}, ensure_ascii=False),
+                                           len(tool_calls)))
         stop = data.get("stop_reason")
         return Completion(["".join(texts)], [map_stop_reason(stop)], usage_from_json(data.get("usage")),
-                          data.get("model"), data, data.get("id"), [tool_calls or None])
+                          data.get("model"), data, data.get("id"), [tool_calls] if tool_calls else None)
 
     def parse_error(self, response: RawResponse) -> GenAIError:
         message, error_type, code = error_details(response.body)
@@ -332,6 +331,8 @@ class AnthropicStreamParser(StreamParser):
             delta = obj.get("delta") or {}
             if delta.get("type") == "text_delta" and delta.get("text"):
                 out.append(delta["text"])
+                if self.want_events:
+                    self.events.append(StreamEvent("text", text=delta["text"]))
         elif kind == "message_start":
             message = obj.get("message") or {}
             self.id = message.get("id")

@@ -50,7 +50,7 @@ from ..errors import (
     StreamError,
     StreamTruncatedError,
 )
-from ..types import Call, Completion, RawResponse, Request, Usage
+from ..types import Call, Completion, RawResponse, Request, StreamEvent, ToolCall, Usage
 from ._base import Codec, StreamParser, decode_json, describe_body, dumps, split_system, status_error
 
 logger = logging.getLogger("gen_ai")
@@ -344,19 +344,23 @@ class BedrockCodec(Codec):
                 tool_uses.append(block["toolUse"])
         stop = data.get("stopReason")
         structured_tool = call.schema is not None and self.schema_mode == "tool"
+        tool_calls: list[ToolCall] | None
         if structured_tool and tool_uses:
             text = json.dumps(tool_uses[0].get("input"), ensure_ascii=False)
             tool_calls = None
         else:
             text = "".join(texts)
-            tool_calls = tool_uses or None
+            tool_calls = [ToolCall(str(u.get("toolUseId") or ""), str(u.get("name") or ""),
+                                   json.dumps(u.get("input") if u.get("input") is not None else {},
+                                              ensure_ascii=False), j)
+                          for j, u in enumerate(tool_uses)] or None
         reason = _finish_reason(stop, structured_tool)
         if reason == "content_filter":
             logger.warning("gen_ai: Bedrock stopped the answer of %r: stopReason=%s", self.model_name, stop)
         headers = response.headers
         request_id = headers.get("x-amzn-requestid") if headers else None
         return Completion([text], [reason], _usage(data.get("usage")), self.model_name, data,
-                          request_id, [tool_calls])
+                          request_id, [tool_calls] if tool_calls else None)
 
     def parse_error(self, response: RawResponse) -> GenAIError:
         code, message = _error_code_and_message(response)
@@ -445,6 +449,8 @@ class BedrockStreamParser(StreamParser):
                 text = (delta.get("toolUse") or {}).get("input")
             if text:
                 out.append(text)
+                if self.want_events:
+                    self.events.append(StreamEvent("text", text=text))
         elif event == "messageStop":
             self._stopped = True
             self.finish_reason = _finish_reason(data.get("stopReason"), self._structured_tool)

@@ -42,7 +42,7 @@ from ..errors import (
     StreamTruncatedError,
 )
 from ..images import split_data_url
-from ..types import Call, Completion, RawResponse, Request, Usage
+from ..types import Call, Completion, RawResponse, Request, StreamEvent, Usage
 from ._base import Codec, StreamParser, decode_json, dumps, error_details, json_headers, split_system, status_error
 
 DEFAULT_ENDPOINT = "https://generativelanguage.googleapis.com/v1beta"
@@ -370,6 +370,8 @@ class GeminiStreamParser(StreamParser):
             if text:
                 if index == 0:
                     out.append(text)
+                    if self.want_events:
+                        self.events.append(StreamEvent("text", text=text))
                 else:
                     self._extra.setdefault(index, []).append(text)
             reason = candidate.get("finishReason")

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from .._sse import SSEDecoder
 from ..errors import ConfigurationError, GenAIError, ResponseError, StreamError, StreamTruncatedError
-from ..types import Call, Completion, RawResponse, Request, Usage
+from ..types import Call, Completion, RawResponse, Request, StreamEvent, ToolCall, Usage
 from ._base import Codec, StreamParser, decode_json, dumps, error_details, json_headers, status_error
 
 DIALECTS = ("json_schema", "json_object", "guided_json", "structured_outputs")
@@ -241,15 +241,18 @@ def completion_from_json(data: Any, kind: str, response: RawResponse, provider: 
     choices = sorted(choices, key=lambda c: c.get("index", 0)) if len(choices) > 1 else choices
     texts: list[str] = []
     reasons: list[str | None] = []
-    tool_calls: list[Any] = []
-    for choice in choices:
+    tool_calls: list[list[ToolCall] | None] | None = None
+    for i, choice in enumerate(choices):
         if kind == "chat":
             answer = choice.get("message") or {}
             texts.append(answer.get("content") or "")
-            tool_calls.append(answer.get("tool_calls"))
+            calls = answer.get("tool_calls")
+            if calls:  # rare path: allocate the per-choice list only when a choice called tools
+                if tool_calls is None:
+                    tool_calls = [None] * len(choices)
+                tool_calls[i] = [ToolCall.from_dict(c, j) for j, c in enumerate(calls) if isinstance(c, dict)]
         else:
             texts.append(choice.get("text") or "")
-            tool_calls.append(None)
         reasons.append(choice.get("finish_reason"))
     # raw stays bytes until read (see types._lazy_json).
     return Completion(texts, reasons, usage_from_json(data.get("usage")), data.get("model"), response.body or data,
@@ -322,14 +325,38 @@ class OpenAIStreamParser(StreamParser):
             if text:
                 if index == 0:
                     out.append(text)
+                    if self.want_events:
+                        self.events.append(StreamEvent("text", text=text))
                 else:
                     self._extra.setdefault(index, []).append(text)
+            if self._chat and delta and index == 0:
+                calls = delta.get("tool_calls")
+                if calls:
+                    self._tool_fragments(calls)
             reason = choice.get("finish_reason")
             if reason and index == 0:
                 self.finish_reason = reason
         usage = obj.get("usage")
         if usage:
             self.usage = usage_from_json(usage)
+
+    def _tool_fragments(self, calls: Any) -> None:
+        """Fragments of ``delta.tool_calls``, merged by index (see ToolCallBuffer)."""
+        buffer = self.tool_buffer()
+        for position, fragment in enumerate(calls):
+            if not isinstance(fragment, dict):
+                continue
+            wire = fragment.get("index", position)
+            function = fragment.get("function") or {}
+            call_id = fragment.get("id")
+            name = function.get("name")
+            if call_id or name:
+                buffer.start(wire, call_id, name)
+            arguments = function.get("arguments")
+            if arguments is not None:
+                if not isinstance(arguments, str):  # a server that sends the arguments as an object
+                    arguments = json.dumps(arguments, ensure_ascii=False)
+                buffer.add(wire, arguments)
 
     def close(self) -> list[str]:
         if self._json_body is not None:
@@ -340,6 +367,12 @@ class OpenAIStreamParser(StreamParser):
             self.usage, self.model, self.id = completion.usage, completion.model, completion.id
             text = completion.texts[0] if completion.texts else ""
             self.parts.append(text)
+            if text and self.want_events:
+                self.events.append(StreamEvent("text", text=text))
+            for call in completion.tool_calls_of(0) or ():
+                buffer = self.tool_buffer()
+                buffer.start(call.index, call.id, call.name)
+                buffer.add(call.index, call.arguments)
             return [text] if text else []
         out: list[str] = []
         for _, data in self._sse.close():
