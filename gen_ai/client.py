@@ -46,6 +46,14 @@ def validate_messages(messages: Any) -> list[dict[str, Any]]:
         if role not in VALID_ROLES:
             raise _bad(f"messages[{i}].role", f"{role!r} is not a known role",
                        f"Use one of: {', '.join(sorted(VALID_ROLES))}.")
+        if role == "tool":
+            from .tools import check_tool_message
+
+            check_tool_message(message, i)
+        elif role == "assistant" and "tool_calls" in message and message["tool_calls"] is not None:
+            from .tools import check_assistant_tool_calls
+
+            check_assistant_tool_calls(message["tool_calls"], i)
         content = message.get("content")
         if isinstance(content, str):
             continue
@@ -93,6 +101,16 @@ def _check_extra(extra: dict[str, Any]) -> None:
         name = sorted(clash)[0]
         hint = "Use the *_stream method to stream." if name == "stream" else f"Pass {name} as the first argument."
         raise _bad(name, "is set by the client and cannot be passed as an extra keyword", hint)
+
+
+def _tool_options(tools: Any, tool_choice: Any, parallel: Any, kind: str) -> tuple[Any, str | None, bool | None]:
+    """tools=, tool_choice=, parallel_tool_calls= checked and normalised (gen_ai.tools)."""
+    from .tools import check_parallel, normalize_tool_choice, normalize_tools
+
+    if kind != "chat" and (tools or tool_choice is not None):
+        raise _bad("tools", "is only for chat calls", "Use run_chat_completions (or its stream, batch, vision twins).")
+    normalized = normalize_tools(tools) if tools is not None else None
+    return normalized or None, normalize_tool_choice(tool_choice, normalized), check_parallel(parallel)
 
 
 class Client:
@@ -155,8 +173,13 @@ class Client:
               timeout: Any, guided_json: Any, schema_retries: Any, stream: bool,
               extra: dict[str, Any]) -> Call:
         validate_params(max_tokens, temperature, top_p, n, timeout)
+        tools = tool_choice = parallel = None
         if extra:
             _check_extra(extra)
+            if "tools" in extra or "tool_choice" in extra or "parallel_tool_calls" in extra:
+                extra = dict(extra)
+                tools, tool_choice, parallel = _tool_options(extra.pop("tools", None), extra.pop("tool_choice", None),
+                                                             extra.pop("parallel_tool_calls", None), kind)
         messages = prompt = None
         if kind == "chat":
             messages = validate_messages(source)
@@ -176,7 +199,8 @@ class Client:
             raise _bad("schema_retries", f"must be a whole number >= 0, got {schema_retries!r}", "Pass e.g. 1.")
         return Call(kind, messages=messages, prompt=prompt, max_tokens=max_tokens, temperature=temperature,
                     top_p=top_p, n=n, timeout=timeout, schema=schema, stream=stream, extra=extra,
-                    schema_retries=schema_retries)
+                    schema_retries=schema_retries, tools=tools, tool_choice=tool_choice,
+                    parallel_tool_calls=parallel)
 
     def _run(self, build: Any, return_error: bool) -> Any:
         try:

@@ -213,26 +213,28 @@ class Codec:
                 f"model={getattr(self, 'model_name', None)!r}>")
 
 
-def split_system(messages: list[dict[str, Any]], provider: str) -> tuple[list[str], list[tuple[int, str, Any]]]:
+def split_system(messages: list[dict[str, Any]], provider: str) -> tuple[list[str], list[tuple[int, str, Any, Any]]]:
     """For APIs that take the system prompt apart from the turns (Anthropic, Gemini, Bedrock):
-    the system and developer messages' texts, and the user/assistant turns as
-    ``(index, role, content)``. Other roles, non-text system parts and a conversation without a
-    turn raise InvalidInputError naming the message."""
+    the system and developer messages' texts, and the other turns as
+    ``(index, role, content, message)``: role "user", "assistant" (content may be None when the
+    message carries ``tool_calls``) or "tool" (a tool result; ``message`` has its
+    ``tool_call_id``). Other roles, non-text system parts and a conversation without a turn
+    raise InvalidInputError naming the message."""
     system: list[str] = []
-    turns: list[tuple[int, str, Any]] = []
+    turns: list[tuple[int, str, Any, Any]] = []
     for i, message in enumerate(messages):
         role = message.get("role")
         content = message.get("content")
         if role in ("system", "developer"):
             system.append(content if isinstance(content, str) else _system_text(content, i))
-        elif role in ("user", "assistant") and content is not None:
-            turns.append((i, role, content))
+        elif role in ("user", "assistant") and (content is not None or message.get("tool_calls")):
+            turns.append((i, role, content, message))
+        elif role == "tool":
+            turns.append((i, role, content, message))
         else:
             raise InvalidInputError(
-                f"messages[{i}]: role {role!r} (tool calls and tool results) is not supported by the "
-                f"{provider} provider",
-                suggestion="Send the tool result as a user message, or pass the provider's own tool fields "
-                           "as extra keywords.",
+                f"messages[{i}]: role {role!r} is not supported by the {provider} provider",
+                suggestion="Use system, user, assistant and tool messages (tool results name their tool_call_id).",
                 field=f"messages[{i}].role",
             )
     if not turns:

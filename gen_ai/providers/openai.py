@@ -81,7 +81,29 @@ def base_body(call: Call, model: str, messages: Any) -> dict[str, Any]:
         body["n"] = call.n
     if call.stream:
         body["stream"] = True
+    if call.tools is not None or call.tool_choice is not None or call.parallel_tool_calls is not None:
+        add_tools(body, call)
     return body
+
+
+def add_tools(body: dict[str, Any], call: Call, choice_as_string: bool = False) -> None:
+    """OpenAI's ``tools`` / ``tool_choice`` / ``parallel_tool_calls``. A named choice is the
+    object form, or, for servers that take only strings (llama.cpp's server), "required" with
+    the tool list cut down to the named tool: the same effect."""
+    tools = call.tools
+    choice = call.tool_choice
+    if tools:
+        body["tools"] = [tool.openai for tool in tools]
+    if choice is not None:
+        if choice in ("auto", "none", "required"):
+            body["tool_choice"] = choice
+        elif choice_as_string:
+            body["tools"] = [tool.openai for tool in tools or () if tool.name == choice]
+            body["tool_choice"] = "required"
+        else:
+            body["tool_choice"] = {"type": "function", "function": {"name": choice}}
+    if call.parallel_tool_calls is not None and tools:
+        body["parallel_tool_calls"] = call.parallel_tool_calls
 
 
 class OpenAICodec(Codec):
@@ -126,6 +148,8 @@ class OpenAICodec(Codec):
         self.dialect = _DIALECT_ALIASES[dialect]  # "auto" until learned
         self.strict_schema = strict_schema
         self.stream_usage = stream_usage
+        # Learned (see fallback): the server takes tool_choice only as a string (llama.cpp's server).
+        self.tool_choice_as_string = False
         self._headers = json_headers({"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}, headers)
         self._urls = {"chat": f"{self.base_url}/chat/completions", "completion": f"{self.base_url}/completions"}
 
@@ -137,6 +161,8 @@ class OpenAICodec(Codec):
             body["stream_options"] = {"include_usage": True}
         if call.schema is not None:
             self._add_schema(body, call)
+        if self.tool_choice_as_string and call.tools is not None:
+            add_tools(body, call, choice_as_string=True)
         if call.extra:
             body.update(call.extra)
         return body
@@ -197,6 +223,11 @@ class OpenAICodec(Codec):
         if call.stream and self.stream_usage and "stream_options" in message:
             self.stream_usage = False
             return True
+        if (call.tool_choice not in (None, "auto", "none", "required") and not self.tool_choice_as_string
+                and "string" in message and ("tool_choice" in message or "type must be" in message)):
+            # llama.cpp's server: "[json.exception.type_error.302] type must be string, but is object"
+            self.tool_choice_as_string = True
+            return True
         if call.schema is None or not any(word in message for word in _SCHEMA_FIELD_WORDS):
             return False
         current = "json_schema" if self.dialect == "auto" else self.dialect
@@ -251,6 +282,10 @@ def completion_from_json(data: Any, kind: str, response: RawResponse, provider: 
                 if tool_calls is None:
                     tool_calls = [None] * len(choices)
                 tool_calls[i] = [ToolCall.from_dict(c, j) for j, c in enumerate(calls) if isinstance(c, dict)]
+                # Some servers (Ollama, LM Studio) say "stop" for an answer that is tool calls.
+                if choice.get("finish_reason") in (None, "stop", "function_call"):
+                    reasons.append("tool_calls")
+                    continue
         else:
             texts.append(choice.get("text") or "")
         reasons.append(choice.get("finish_reason"))
@@ -378,6 +413,8 @@ class OpenAIStreamParser(StreamParser):
         for _, data in self._sse.close():
             self._event(data, out)
         self.parts.extend(out)
+        if self._tools is not None and self.finish_reason in ("stop", "function_call"):
+            self.finish_reason = "tool_calls"
         if not self._done and self.finish_reason is None:
             raise StreamTruncatedError(
                 "the stream ended before the server sent its finish reason or [DONE]; "
