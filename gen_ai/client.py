@@ -269,6 +269,37 @@ class Client:
         return self._stream(AsyncTextStream, "chat", messages, max_tokens, temperature, top_p, n, timeout,
                             guided_json, return_error, extra)
 
+    # -- the tool loop ----------------------------------------------------------------------
+
+    def run_tools(self, messages: list[dict[str, Any]], tools: list[Any], max_turns: int = 8,
+                  timeout: float = 120, tool_choice: Any = None, parallel_tool_calls: bool | None = None,
+                  raise_errors: bool = False, **options: Any) -> ChatResult:
+        """Ask the model, run the Python functions it calls, send back the results, until it
+        answers (at most ``max_turns`` model calls; ``timeout`` bounds the whole loop). Returns
+        the final ChatResult with ``.transcript``, ``.tool_runs``, ``.total_usage``, ``.turns``.
+        A tool that raises is reported to the model as an error result unless ``raise_errors``.
+        Other keywords (max_tokens, temperature, ...) go to every model call. See docs/tools.md."""
+        from .tool_loop import run_tools
+
+        try:
+            return run_tools(self, messages, tools, max_turns=max_turns, timeout=timeout, tool_choice=tool_choice,
+                             parallel_tool_calls=parallel_tool_calls, raise_errors=raise_errors, **options)
+        except GenAIError as exc:
+            raise exc.redact(self._secrets) from exc.__cause__
+
+    async def arun_tools(self, messages: list[dict[str, Any]], tools: list[Any], max_turns: int = 8,
+                         timeout: float = 120, tool_choice: Any = None, parallel_tool_calls: bool | None = None,
+                         raise_errors: bool = False, **options: Any) -> ChatResult:
+        """The async twin of ``run_tools``: async tools are awaited, sync ones run in threads."""
+        from .tool_loop import arun_tools
+
+        try:
+            return await arun_tools(self, messages, tools, max_turns=max_turns, timeout=timeout,
+                                    tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls,
+                                    raise_errors=raise_errors, **options)
+        except GenAIError as exc:
+            raise exc.redact(self._secrets) from exc.__cause__
+
     # -- text completions -------------------------------------------------------------------
 
     def run_completions(self, prompt: str, max_tokens: int = 256, temperature: float = 0,

@@ -366,7 +366,7 @@ class LocalModel:
         elif choice is None:
             kwargs["tool_choice"] = "auto"
         handler = llama_chat_format.get_chat_completion_handler(TOOL_CHAT_FORMAT)
-        return handler(llama=llama, messages=_tool_history(messages), **kwargs)
+        return handler(llama=llama, messages=_tool_history(messages), **kwargs)  # type: ignore[arg-type]
 
     def seeds(self, body: dict[str, Any], n: int) -> list[int | None]:
         """One seed per choice. llama-cpp-python derives the same seed for every call unless told
