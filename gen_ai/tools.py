@@ -244,8 +244,8 @@ def _from_function(fn: Callable[..., Any], i: int) -> Tool:
             prop = _simple_schema(hint)
             if prop is None:
                 raise _bad(f"tools[{i}]", f"parameter {pname!r} of {name!r} has type {hint!r}, which gen_ai "
-                           "cannot describe without pydantic", "Install pydantic (pip install pydantic), or use "
-                           "str, int, float, bool, list, dict, Literal, Enum or Optional types.")
+                           "cannot describe as JSON schema", "Use str, int, float, bool, list, dict, Literal, Enum "
+                           "or Optional types, or (with pydantic installed) a pydantic model or dataclass.")
             prop = dict(prop)
             if pname in described:
                 prop["description"] = described[pname]
