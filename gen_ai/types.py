@@ -362,8 +362,9 @@ class ChatResult(str):
         calls = self._tool_calls
         if not calls:
             return {"role": "assistant", "content": str.__str__(self)}
-        text = str.__str__(self)
-        return {"role": "assistant", "content": text or None, "tool_calls": [c.to_dict() for c in calls]}
+        # content stays a string ("" when the answer is only calls): llama-cpp-python's server
+        # answers 500 to content null, and every other server and provider takes "".
+        return {"role": "assistant", "content": str.__str__(self), "tool_calls": [c.to_dict() for c in calls]}
 
     @property
     def text(self) -> str:

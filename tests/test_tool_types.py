@@ -42,7 +42,7 @@ def test_chat_result_to_message_with_tool_calls():
     calls = [ToolCall("call_1", "f", '{"x": 1}', 0), ToolCall("call_2", "g", "{}", 1)]
     result = ChatResult("", tool_calls=calls, finish_reason="tool_calls")
     assert result.tool_calls == calls
-    assert result.to_message() == {"role": "assistant", "content": None,
+    assert result.to_message() == {"role": "assistant", "content": "",
                                    "tool_calls": [c.to_dict() for c in calls]}
     again = pickle.loads(pickle.dumps(result))
     assert again.tool_calls == calls

@@ -249,7 +249,7 @@ def test_request_body_and_result(fault_server):
     assert result == "" and result.finish_reason == "tool_calls"
     (call,) = result.tool_calls
     assert (call.id, call.name, call.parsed_arguments) == ("call_1", "get_weather", {"city": "Paris"})
-    assert result.to_message() == {"role": "assistant", "content": None, "tool_calls": [call.to_dict()]}
+    assert result.to_message() == {"role": "assistant", "content": "", "tool_calls": [call.to_dict()]}
 
 
 def test_finish_reason_stop_with_tool_calls_is_normalised(fault_server):
