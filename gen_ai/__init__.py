@@ -27,6 +27,7 @@ from .errors import (
     ToolCallError,
 )
 from .factory import create_client
+from .hooks import CallInfo, Hooks
 from .types import ChatResult, ChatResults, StreamEvent, ToolCall, Usage
 
 __version__ = "0.1.0"
@@ -41,6 +42,8 @@ __all__ = [
     "Usage",
     "ToolCall",
     "StreamEvent",
+    "Hooks",
+    "CallInfo",
     "GenAIError",
     "InvalidInputError",
     "ConfigurationError",

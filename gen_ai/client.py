@@ -12,7 +12,8 @@ from typing import Any, TypeVar
 
 from . import _core
 from ._http import AsyncTransport, SyncTransport, Timeouts
-from .errors import GenAIError, InvalidInputError
+from ._state import ServerState
+from .errors import GenAIError, InvalidInputError, SchemaValidationError
 from .types import Call, ChatResult, ChatResults, StreamEvent, ToolCall, Usage
 
 VALID_ROLES = frozenset({"system", "user", "assistant", "tool", "developer", "function"})
@@ -113,6 +114,47 @@ def _tool_options(tools: Any, tool_choice: Any, parallel: Any, kind: str) -> tup
     return normalized or None, normalize_tool_choice(tool_choice, normalized), check_parallel(parallel)
 
 
+def _make_hooks(hooks: Any, telemetry: Any, codec: Any) -> Any:
+    """The client's HookSet, or None when nothing observes calls (the common, fastest case).
+
+    ``telemetry="auto"`` adds the OpenTelemetry hooks when ``opentelemetry`` is importable
+    (looked up, not imported: with the extra not installed this costs one path lookup per
+    client and nothing per call); ``True`` requires it, ``False`` leaves it out."""
+    from .hooks import Hooks
+
+    chosen = list(hooks) if hooks is not None and not isinstance(hooks, Hooks) else ([hooks] if hooks else [])
+    for i, hook in enumerate(chosen):
+        if not isinstance(hook, Hooks):
+            raise InvalidInputError(f"hooks[{i}]: {type(hook).__name__} is not a gen_ai.Hooks",
+                                    suggestion="Subclass gen_ai.Hooks and override the methods you need.",
+                                    field=f"hooks[{i}]")
+    if telemetry not in (True, False, "auto"):
+        raise InvalidInputError(f"telemetry: must be True, False or 'auto', got {telemetry!r}",
+                                suggestion="Leave it at 'auto' to trace when OpenTelemetry is installed.",
+                                field="telemetry")
+    if telemetry is True or (telemetry == "auto" and _otel_installed()):
+        from .telemetry import OpenTelemetryHooks
+
+        chosen.append(OpenTelemetryHooks())
+    if not chosen:
+        return None
+    from .hooks import HookSet
+
+    return HookSet(chosen, codec)
+
+
+def _otel_installed() -> bool:
+    import importlib.util
+    import os
+
+    if os.environ.get("GEN_AI_TELEMETRY", "").lower() in ("0", "false", "off", "no"):
+        return False
+    try:
+        return importlib.util.find_spec("opentelemetry") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 class Client:
     """A client for one provider and model. Thread-safe; share one per process.
 
@@ -130,6 +172,8 @@ class Client:
         max_connections: int = 256,
         transport: Any = None,
         async_transport: Any = None,
+        hooks: Any = None,
+        telemetry: Any = "auto",
     ) -> None:
         if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
             raise InvalidInputError(f"max_retries must be a whole number >= 0, got {max_retries!r}",
@@ -138,12 +182,16 @@ class Client:
             raise InvalidInputError(f"schema_retries must be a whole number >= 0, got {schema_retries!r}",
                                     field="schema_retries")
         timeouts = Timeouts.from_option(timeout)
+        self._timeouts = timeouts
         self._codec = codec
+        # What this client learns about its server (dialect, n limit, ...): never in the codec.
+        self._state = ServerState()
         self.max_retries = max_retries
         self.schema_retries = schema_retries
         self._transport = transport if transport is not None else SyncTransport(timeouts)
         self._async_transport = (async_transport if async_transport is not None
                                  else AsyncTransport(timeouts, max_connections))
+        self._hooks = _make_hooks(hooks, telemetry, codec)
 
     # -- introspection ----------------------------------------------------------------------
 
@@ -163,6 +211,50 @@ class Client:
     @property
     def codec(self) -> Any:
         return self._codec
+
+    @property
+    def server_state(self) -> ServerState:
+        """What this client has learned about its server (detected kind, structured-output
+        dialect, n limit, ...); see gen_ai/_state.py. Runners pass it to ``_core`` flows."""
+        return self._state
+
+    # -- the seam runners (gen_ai.batch, gen_ai.ray_data) use instead of private attributes --
+
+    def secrets(self) -> tuple[str, ...]:
+        """The credential values to scrub from errors and logs, as of now."""
+        return self._secrets
+
+    @property
+    def transport(self) -> Any:
+        """The sync transport (connection pool) the client's calls go through."""
+        return self._transport
+
+    @property
+    def async_transport(self) -> Any:
+        """The async transport (aiohttp pool, per event loop) of the ``arun_*`` calls."""
+        return self._async_transport
+
+    def new_async_transport(self, max_connections: int) -> Any:
+        """A fresh async pool with this client's timeouts, for a private event loop (the caller
+        closes it); None when the client's async transport is not an HTTP pool."""
+        if not isinstance(self._async_transport, AsyncTransport):
+            return None
+        return AsyncTransport(self._timeouts, max_connections=max_connections)
+
+    @property
+    def hooks(self) -> Any:
+        """The client's ``gen_ai.hooks.HookSet``, or None when nothing observes its calls."""
+        return self._hooks
+
+    validate_params = staticmethod(validate_params)
+
+    def build_call(self, kind: str, source: Any, max_tokens: Any, temperature: Any, top_p: Any, n: Any,
+                   timeout: Any, guided_json: Any, schema_retries: Any, stream: bool,
+                   extra: dict[str, Any]) -> Call:
+        """Validate one call's input and build its ``Call`` (what every ``run_*`` method sends).
+        ``kind`` is "chat" (``source`` = messages) or "completion" (``source`` = prompt)."""
+        return self._call(kind, source, max_tokens, temperature, top_p, n, timeout, guided_json,
+                          schema_retries, stream, extra)
 
     def __repr__(self) -> str:
         return f"<gen_ai.Client provider={self.provider!r} model={self.model_name!r} codec={self._codec!r}>"
@@ -203,25 +295,42 @@ class Client:
                     parallel_tool_calls=parallel)
 
     def _run(self, build: Any, return_error: bool) -> Any:
+        observer = None
         try:
             call = build()
-            result = _core.run_sync(_core.call_flow(self._codec, call, self.max_retries),
+            if self._hooks is not None:
+                observer = self._hooks.begin_call(call)
+            result = _core.run_sync(_core.call_flow(self._codec, call, self.max_retries, observer, self._state),
                                     self._transport, self._codec.secrets)
         except GenAIError as exc:
+            exc.redact(self._secrets)
+            if observer is not None:
+                observer.end(error=exc)
             if return_error:
-                return None, exc.redact(self._secrets).to_dict()
-            raise exc.redact(self._secrets) from None
+                return None, exc.to_dict()
+            raise exc from None
+        if observer is not None:
+            observer.end(result)
         return (result, None) if return_error else result
 
     async def _arun(self, build: Any, return_error: bool) -> Any:
+        observer = None
         try:
             call = build()
-            result = await _core.run_async(_core.call_flow(self._codec, call, self.max_retries),
+            if self._hooks is not None:
+                observer = self._hooks.begin_call(call)
+            result = await _core.run_async(_core.call_flow(self._codec, call, self.max_retries, observer,
+                                                           self._state),
                                            self._async_transport, self._codec.secrets)
         except GenAIError as exc:
+            exc.redact(self._secrets)
+            if observer is not None:
+                observer.end(error=exc)
             if return_error:
-                return None, exc.redact(self._secrets).to_dict()
-            raise exc.redact(self._secrets) from None
+                return None, exc.to_dict()
+            raise exc from None
+        if observer is not None:
+            observer.end(result)
         return (result, None) if return_error else result
 
     def _stream(self, cls: type[_S], kind: str, source: Any, max_tokens: Any, temperature: Any, top_p: Any,
@@ -558,7 +667,14 @@ class _StreamBase:
             parser.check_tool_calls(self._client._codec.provider)
         call = self._call
         if call is not None and call.schema is not None:
-            self.parsed = call.schema.validate(self.text)
+            try:
+                self.parsed = call.schema.validate(self.text)
+            except SchemaValidationError as exc:
+                if self.finish_reason != "length":
+                    raise
+                from .structured import cut_off
+
+                raise cut_off(exc, call.max_tokens, self._client.provider) from None
 
     def _done_event(self) -> StreamEvent:
         return StreamEvent("done", finish_reason=self.finish_reason, usage=self.usage,
@@ -599,7 +715,7 @@ class TextStream(_StreamBase):
                 self._call = self._build()
             call = self._call
             codec = client._codec
-            response = _core.run_sync(_core.stream_open_flow(codec, call, client.max_retries),
+            response = _core.run_sync(_core.stream_open_flow(codec, call, client.max_retries, client._state),
                                       client._transport, client._codec.secrets)
             self._parser = parser = codec.stream_parser(call, response.headers)
             if events:
@@ -650,7 +766,8 @@ class AsyncTextStream(_StreamBase):
                 self._call = self._build()
             call = self._call
             codec = client._codec
-            response = await _core.run_async(_core.stream_open_flow(codec, call, client.max_retries),
+            response = await _core.run_async(_core.stream_open_flow(codec, call, client.max_retries,
+                                                                    client._state),
                                              client._async_transport, client._codec.secrets)
             self._parser = parser = codec.stream_parser(call, response.headers)
             if events:

@@ -101,7 +101,7 @@ def test_openai_tool_choice_as_string_fallback():
         assert first["tool_choice"]["function"]["name"] == "get_weather"
         assert second["tool_choice"] == "required" and [t["function"]["name"] for t in second["tools"]] == \
             ["get_weather"]
-        assert client.codec.tool_choice_as_string
+        assert client._state.tool_choice_string
     finally:
         server.close()
 

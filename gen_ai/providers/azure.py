@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
+from .._state import FRESH, Changes, ServerState
 from ..errors import ConfigurationError, ContentFilterError, GenAIError
 from ..types import Call, Completion, RawResponse, Request
 from ._base import StreamParser, dumps, error_details, status_error
@@ -131,25 +132,24 @@ class AzureCodec(OpenAICodec):
 
     # -- requests ---------------------------------------------------------------------------
 
-    def build_request(self, call: Call) -> Request:
+    def build_request(self, call: Call, state: ServerState = FRESH) -> Request:
         headers = self._headers
         if callable(self._token):
             token = self._token()
             if token not in self._issued:
                 self._issued.append(token)
             headers = {**headers, "Authorization": f"Bearer {token}"}
-        return Request("POST", self._urls[call.kind], headers, dumps(self.build_body(call)), call.stream)
+        return Request("POST", self._urls[call.kind], headers, dumps(self.build_body(call, state)), call.stream)
 
-    def probe_request(self, call: Call) -> Request | None:
+    def probe_request(self, call: Call, state: ServerState) -> Request | None:
         return None  # the dialect is known: json_schema
 
-    def fallback(self, call: Call, error: GenAIError) -> bool:
+    def fallback(self, call: Call, request: Request, error: GenAIError, state: ServerState) -> Changes | None:
         # Only stream_options may be missing (old api-versions); never change the schema dialect.
-        if call.stream and self.stream_usage and error.status_code == 400 \
-                and "stream_options" in (error.message or "").lower():
-            self.stream_usage = False
-            return True
-        return False
+        if call.stream and error.status_code == 400 and "stream_options" in (error.message or "").lower() \
+                and b'"stream_options"' in (request.body or b""):
+            return {"stream_usage": (True, False)}
+        return None
 
     # -- responses --------------------------------------------------------------------------
 

@@ -164,7 +164,7 @@ class GeminiCodec(Codec):
         body["generationConfig"] = config
         return body
 
-    def build_request(self, call: Call) -> Request:
+    def build_request(self, call: Call, state: Any = None) -> Request:
         headers = self._headers
         if call.stream:
             headers = {**headers, "Accept": "text/event-stream"}
