@@ -355,6 +355,10 @@ def status_error(
     lowered = message.lower()
     if any(word in lowered for word in _CONTEXT_WORDS):
         suggestion = "The prompt plus max_tokens exceeds the model's context; shorten the messages or lower max_tokens."
+    elif "tool-call-parser" in lowered or "enable-auto-tool-choice" in lowered:
+        suggestion = ("vLLM takes tool_choice only when started with --enable-auto-tool-choice --tool-call-parser "
+                      "NAME (the parser for the model's format: hermes, llama3_json, mistral, ...); restart it "
+                      "with both, or call without tool_choice.")
     elif cls is ServerError and "html page" in lowered:
         suggestion = "A proxy or gateway in front of the API failed; this is usually temporary, retry later."
     elif issubclass(cls, ContentFilterError):
