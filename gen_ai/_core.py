@@ -363,7 +363,7 @@ def call_flow(codec: Any, call: Call, max_retries: int, observer: Observer | Non
         result = ChatResult(completion.texts[0], finish_reason=completion.finish_reasons[0],
                             usage=completion.usage, model=completion.model, raw=completion.raw,
                             latency=time.perf_counter() - start, id=completion.id,
-                            tool_calls=completion.tool_calls[0])
+                            tool_calls=completion.tool_calls[0] if completion.tool_calls else None)
         if completion.reasonings is not None or completion.reasoning_details is not None \
                 or completion.logprobs is not None:
             attach_reasoning(result, completion, 0)
@@ -372,7 +372,7 @@ def call_flow(codec: Any, call: Call, max_retries: int, observer: Observer | Non
     # Where each answer came from (for its reasoning and logprobs).
     sources: list[tuple[Completion, int]] = [(completion, i) for i in range(len(texts))]
     reasons = list(completion.finish_reasons[: call.n])
-    tool_calls = list(completion.tool_calls[: call.n])
+    tool_calls: list[Any] = [completion.tool_calls_of(i) for i in range(len(texts))]
     usage = completion.usage
     if not texts:
         texts, reasons, tool_calls = [""], [None], [None]
@@ -391,7 +391,7 @@ def call_flow(codec: Any, call: Call, max_retries: int, observer: Observer | Non
             sources.append((more, 0))
             texts.append(more.texts[0] if more.texts else "")
             reasons.append(more.finish_reasons[0] if more.finish_reasons else None)
-            tool_calls.append(more.tool_calls[0] if more.tool_calls else None)
+            tool_calls.append(more.tool_calls_of(0))
             usages.append(more.usage)
             usage = _add_usage(usage, more.usage)
     parsed: list[Any] = [None] * len(texts)

@@ -8,7 +8,6 @@ test that needs it errors with the reason: it never skips.
 from __future__ import annotations
 
 import importlib.util
-import os
 import socket
 import subprocess
 import sys
@@ -33,8 +32,9 @@ from servers import (  # noqa: E402,F401  (fixtures and helpers for llama.cpp, v
     xllamacpp_server,
 )
 
-# ../shared/specs beside the checkout; GEN_AI_SPECS overrides it (worktrees live one level deeper).
-SPECS = Path(os.environ.get("GEN_AI_SPECS") or Path(__file__).resolve().parents[2] / "shared" / "specs")
+# ../shared/specs from the checkout (/work/main) or from a worktree one level deeper (/work/wt/x).
+SPECS = next((p / "shared" / "specs" for p in Path(__file__).resolve().parents[2:4]
+              if (p / "shared" / "specs").is_dir()), Path(__file__).resolve().parents[2] / "shared" / "specs")
 
 
 def smollm2_path() -> str:

@@ -305,3 +305,36 @@ def test_bedrock_stream_reasoning_at_every_split():
     ])
     for seen in feed_all(lambda: BedrockStreamParser("bedrock", "m"), data):
         assert seen == ("391", THINK, [{"type": "bedrock.reasoning", "text": THINK, "signature": SIGNATURE}])
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_reasoning_events_come_apart_from_text(server, asynchronous):
+    """stream.events(): "reasoning" events for the thinking, "text" for the answer, then "done"."""
+    import asyncio
+
+    pieces = openai_stream("reasoning_content")
+    chunks = [c + b"\n\n" for c in pieces.split(b"\n\n") if c]
+    server.add(Step(200, chunks=chunks))
+    client = create_client(endpoint=server.url, model_name="m", api_key="k")
+    if asynchronous:
+        async def collect():
+            stream = client.arun_chat_completions_stream(MESSAGES)
+            return [e async for e in stream.events()], stream
+        events, stream = asyncio.run(collect())
+    else:
+        stream = client.run_chat_completions_stream(MESSAGES)
+        events = list(stream.events())
+    kinds = [(e.type, e.text) for e in events if e.type in ("reasoning", "text")]
+    assert kinds == [("reasoning", "17*20=340, "), ("reasoning", "17*3=51, 340+51=391."), ("text", "39"), ("text", "1")]
+    assert events[-1].type == "done" and stream.reasoning == THINK and stream.text == "391"
+    assert stream.first_reasoning_latency is not None and stream.first_reasoning_latency <= stream.first_token_latency
+    client.close()
+
+
+def test_anthropic_reasoning_events():
+    parser = AnthropicStreamParser("anthropic")
+    parser.want_events = True
+    parser.feed(anthropic_stream())
+    parser.close()
+    assert [(e.type, e.text) for e in parser.events if e.type in ("reasoning", "text")] == [
+        ("reasoning", "17*20=340, "), ("reasoning", "17*3=51, 340+51=391."), ("text", "39"), ("text", "1")]

@@ -172,8 +172,10 @@ def test_function_call_output(openai_spec):
     spec_validator(openai_spec, "Response").validate(body)
     result = parse(body)
     assert result == "" and result.finish_reason == "tool_calls"
-    assert result.tool_calls == [{"id": "call_9", "type": "function",
-                                  "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]
+    assert [c.to_dict() for c in result.tool_calls] == [
+        {"id": "call_9", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]
+    assert result.tool_calls[0].parsed_arguments == {"city": "Paris"}
+    assert result.to_message()["tool_calls"][0]["id"] == "call_9"
 
 
 # -- streams --------------------------------------------------------------------------------------
@@ -251,7 +253,8 @@ def test_stream_function_call_arguments():
     parser = ResponsesStreamParser("openai")
     assert parser.feed(sse_bytes(events)) == []
     parser.close()
-    assert parser.tool_call_dicts == [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}]
+    assert [c.to_dict() for c in parser.tool_calls] == [
+        {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}]
     assert parser.finish_reason == "tool_calls"
 
 
@@ -340,3 +343,21 @@ def test_keywords_are_the_create_response_properties(server):
     body = server.requests[0].json()
     assert body["instructions"] == "Answer in French." and body["previous_response_id"] == "resp_1"
     client.close()
+
+
+def test_tools_request_validates(create_response):
+    from gen_ai.client import _tool_options
+
+    client_call = Call("chat", messages=MESSAGES)
+    tools = _tool_options(
+        [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+                                           "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                                          "required": ["city"]}}}], "get_weather", False, "chat")
+    call = client_call.replace(tools=tools[0], tool_choice=tools[1], parallel_tool_calls=tools[2])
+    body = body_of(call)
+    assert body["tools"] == [{"type": "function", "name": "get_weather", "description": "Weather in a city",
+                              "strict": False,
+                              "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                             "required": ["city"]}}]
+    assert body["tool_choice"] == {"type": "function", "name": "get_weather"} and body["parallel_tool_calls"] is False
+    create_response.validate(body)

@@ -47,7 +47,8 @@ from ..errors import (
     StreamTruncatedError,
 )
 from ..images import split_data_url
-from ..types import Call, Completion, RawResponse, Request, Usage
+from ..tools import arguments_object, tool_result_text
+from ..types import Call, Completion, RawResponse, Request, StreamEvent, ToolCall, Usage
 from ._base import (
     AUTH_HEADERS,
     Codec,
@@ -212,6 +213,8 @@ class AnthropicCodec(Codec):
                 body["top_p"] = call.top_p
         if call.stream:
             body["stream"] = True
+        if call.tools is not None or call.tool_choice is not None:
+            body.update(tool_fields(call))
         if call.schema is not None:
             schema = call.schema.json_schema
             if self.strict_schema:
@@ -273,7 +276,7 @@ class AnthropicCodec(Codec):
                 status_code=response.status, url=response.url, method=response.method, provider=self.provider,
             )
         texts: list[str] = []
-        tool_calls: list[dict[str, Any]] = []
+        tool_calls: list[ToolCall] = []
         thinking: list[str] = []
         details: list[dict[str, Any]] = []
         for block in data["content"]:
@@ -284,18 +287,17 @@ class AnthropicCodec(Codec):
                 texts.append(str(block.get("text") or ""))
             elif kind == "thinking":
                 thinking.append(str(block.get("thinking") or ""))
-                details.append({"type": "anthropic.thinking", "thinking": block.get("thinking") or "",
-                                "signature": block.get("signature") or ""})
+                details.append({"type": "anthropic.thinking", "thinking": str(block.get("thinking") or ""),
+                                "signature": str(block.get("signature") or "")})
             elif kind == "redacted_thinking":
-                details.append({"type": "anthropic.redacted_thinking", "data": block.get("data") or ""})
+                details.append({"type": "anthropic.redacted_thinking", "data": str(block.get("data") or "")})
             elif kind == "tool_use":
-                tool_calls.append({
-                    "id": block.get("id"), "type": "function",
-                    "function": {"name": block.get("name"), "arguments": json.dumps(block.get("input") or {})},
-                })
+                tool_calls.append(ToolCall(str(block.get("id") or ""), str(block.get("name") or ""),
+                                           json.dumps(block.get("input") or {}, ensure_ascii=False),
+                                           len(tool_calls)))
         stop = data.get("stop_reason")
         return Completion(["".join(texts)], [map_stop_reason(stop)], usage_from_json(data.get("usage")),
-                          data.get("model"), data, data.get("id"), [tool_calls or None],
+                          data.get("model"), data, data.get("id"), [tool_calls] if tool_calls else None,
                           ["".join(thinking)] if thinking else None, [details] if details else None)
 
     def parse_error(self, response: RawResponse) -> GenAIError:
@@ -333,15 +335,45 @@ def usage_from_json(usage: Any) -> Usage | None:
 
 
 def convert_messages(messages: list[dict[str, Any]]) -> tuple[str | None, list[dict[str, Any]]]:
-    """OpenAI chat messages -> (system text, Anthropic messages)."""
+    """OpenAI chat messages -> (system text, Anthropic messages). An assistant message's
+    ``tool_calls`` become ``tool_use`` blocks; consecutive ``role: "tool"`` messages become one
+    user message of ``tool_result`` blocks (Anthropic wants every result of a turn together)."""
     system, turns = split_system(messages, "anthropic")
-    out = [{"role": role, "content": content if isinstance(content, str)
-            else [_block(part, i, j) for j, part in enumerate(content)]}
-           for i, role, content in turns]
-    for k, (i, role, _) in enumerate(turns):
-        details = messages[i].get("reasoning_details") if role == "assistant" else None
+    out: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] | None = None  # the open user message of tool results
+    for i, role, content, message in turns:
+        if role == "tool":
+            block = {"type": "tool_result", "tool_use_id": message["tool_call_id"],
+                     "content": content if isinstance(content, str) else
+                     [_block(part, i, j) for j, part in enumerate(content)] if isinstance(content, list)
+                     else tool_result_text(content)}
+            if results is None:
+                results = []
+                out.append({"role": "user", "content": results})
+            results.append(block)
+            continue
+        results = None
+        calls = message.get("tool_calls") if role == "assistant" else None
+        details = message.get("reasoning_details") if role == "assistant" else None
+        if calls:
+            # Thinking blocks go first, unmodified (required before tool_use when thinking is on).
+            blocks: list[dict[str, Any]] = thinking_blocks(details) if details else []
+            if isinstance(content, str):
+                if content:
+                    blocks.append({"type": "text", "text": content})
+            elif content:
+                blocks.extend(_block(part, i, j) for j, part in enumerate(content))
+            for call in calls:
+                function = call.get("function") or {}
+                blocks.append({"type": "tool_use", "id": call["id"], "name": function.get("name"),
+                               "input": arguments_object(function.get("arguments"))})
+            out.append({"role": "assistant", "content": blocks})
+            continue
+        converted: Any = (content if isinstance(content, str)
+                          else [_block(part, i, j) for j, part in enumerate(content)])
         if details:
-            out[k]["content"] = thinking_blocks(details) + _as_blocks(out[k]["content"])
+            converted = thinking_blocks(details) + _as_blocks(converted)
+        out.append({"role": role, "content": converted})
     return ("\n\n".join(system) if system else None), out
 
 
@@ -365,6 +397,30 @@ def _as_blocks(content: Any) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"type": "text", "text": content}] if content else []
     return list(content)
+
+
+def tool_fields(call: Call) -> dict[str, Any]:
+    """``tools`` and ``tool_choice`` in the Messages API's shape."""
+    fields: dict[str, Any] = {}
+    if call.tools:
+        fields["tools"] = [{"name": t.name, **({"description": t.description} if t.description else {}),
+                            "input_schema": t.parameters} for t in call.tools]
+    choice = call.tool_choice
+    spec: dict[str, Any] | None = None
+    if choice == "auto":
+        spec = {"type": "auto"}
+    elif choice == "required":
+        spec = {"type": "any"}
+    elif choice == "none":
+        spec = {"type": "none"}
+    elif choice is not None:
+        spec = {"type": "tool", "name": choice}
+    if call.parallel_tool_calls is False and call.tools and choice != "none":
+        spec = spec or {"type": "auto"}
+        spec["disable_parallel_tool_use"] = True
+    if spec is not None and (call.tools or choice == "none"):
+        fields["tool_choice"] = spec
+    return fields
 
 
 def _block(part: dict[str, Any], i: int, j: int) -> dict[str, Any]:
@@ -451,6 +507,10 @@ class AnthropicStreamParser(StreamParser):
             if dtype == "text_delta":
                 if type(delta.get("text")) is str and delta["text"]:
                     out.append(delta["text"])
+                    if self.want_events:
+                        self.events.append(StreamEvent("text", text=delta["text"]))
+            elif dtype == "input_json_delta":
+                self.tool_buffer().add(obj.get("index"), str(delta.get("partial_json") or ""))
             elif dtype == "thinking_delta":
                 piece = delta.get("thinking")
                 if type(piece) is str and piece:
@@ -466,7 +526,9 @@ class AnthropicStreamParser(StreamParser):
             start = obj.get("content_block")
             if not isinstance(start, dict):
                 start = {}
-            if start.get("type") == "thinking":
+            if start.get("type") == "tool_use":
+                self.tool_buffer().start(obj.get("index"), start.get("id"), start.get("name"))
+            elif start.get("type") == "thinking":
                 block = {"type": "anthropic.thinking", "thinking": str(start.get("thinking") or ""),
                          "signature": str(start.get("signature") or "")}
                 if block["thinking"]:
@@ -474,7 +536,7 @@ class AnthropicStreamParser(StreamParser):
                 self._blocks[obj.get("index", -1)] = block
                 self.add_detail(block)
             elif start.get("type") == "redacted_thinking":
-                self.add_detail({"type": "anthropic.redacted_thinking", "data": start.get("data") or ""})
+                self.add_detail({"type": "anthropic.redacted_thinking", "data": str(start.get("data") or "")})
         elif kind == "message_start":
             message = obj.get("message") or {}
             self.id = message.get("id")

@@ -18,6 +18,8 @@ What the call becomes:
                              ``include: ["reasoning.encrypted_content"]`` with ``store: false`` so
                              the reasoning can be sent back statelessly
     guided_json              ``text.format = {type: json_schema, name, schema, strict}``
+    tools, tool_choice       ``tools: [{type: function, name, description, parameters}]``,
+                             ``tool_choice`` "auto" / "none" / "required" / {type: function, name}
     n > 1                    not in the API: the call flow asks again with n=1
     logprobs, top_logprobs   ``include: ["message.output_text.logprobs"]``, ``top_logprobs``
 
@@ -42,7 +44,7 @@ from .._keywords import RESPONSES_KEYWORDS
 from .._sse import SSEDecoder
 from .._state import FRESH, Changes, ServerState
 from ..errors import GenAIError, ResponseError, StreamError, StreamTruncatedError
-from ..types import Call, Completion, RawResponse, Request, TokenLogprob, Usage
+from ..types import Call, Completion, RawResponse, Request, StreamEvent, TokenLogprob, ToolCall, Usage
 from ._base import StreamParser, decode_json, dumps, error_details
 from .openai import OpenAICodec, logprob_value
 
@@ -95,6 +97,17 @@ class OpenAIResponsesCodec(OpenAICodec):
         if call.schema is not None:
             body["text"] = {"format": {"type": "json_schema", "name": call.schema.name,
                                        "schema": call.schema.json_schema, "strict": self.strict_schema}}
+        if call.tools:
+            # strict is required by the Responses schema; false unless asked, as in Chat Completions.
+            body["tools"] = [{"type": "function", "name": t.name, "parameters": t.parameters,
+                              "strict": bool(t.strict),
+                              **({"description": t.description} if t.description else {})} for t in call.tools]
+        choice = call.tool_choice
+        if choice is not None:
+            body["tool_choice"] = choice if choice in ("auto", "none", "required") else {"type": "function",
+                                                                                         "name": choice}
+        if call.parallel_tool_calls is not None:
+            body["parallel_tool_calls"] = call.parallel_tool_calls
         if call.stream:
             body["stream"] = True
         if call.extra:
@@ -222,7 +235,7 @@ def completion_from_response(data: dict[str, Any], raw: Any, max_tokens: int | N
     texts: list[str] = []
     thinking: list[str] = []
     details: list[dict[str, Any]] = []
-    tool_calls: list[dict[str, Any]] = []
+    tool_calls: list[ToolCall] = []
     logprobs: list[TokenLogprob] | None = None
     for item in data["output"]:
         if not isinstance(item, dict):
@@ -240,11 +253,12 @@ def completion_from_response(data: dict[str, Any], raw: Any, max_tokens: int | N
                 thinking.append(text)
             details.append({"type": "openai.reasoning", "item": _reasoning_input(item)})
         elif kind == "function_call":
-            tool_calls.append({"id": item.get("call_id") or item.get("id"), "type": "function",
-                               "function": {"name": item.get("name"), "arguments": item.get("arguments") or ""}})
+            arguments = item.get("arguments")
+            tool_calls.append(ToolCall(str(item.get("call_id") or item.get("id") or ""), str(item.get("name") or ""),
+                                       arguments if type(arguments) is str else "{}", len(tool_calls)))
     reason = finish_reason_of(data, bool(tool_calls), max_tokens)
     return Completion(["".join(texts)], [reason], usage_from_response(data.get("usage")), data.get("model"),
-                      raw, data.get("id"), [tool_calls or None],
+                      raw, data.get("id"), [tool_calls] if tool_calls else None,
                       ["".join(thinking)] if thinking else None, [details] if details else None,
                       [logprobs] if logprobs is not None else None)
 
@@ -286,9 +300,8 @@ class ResponsesStreamParser(StreamParser):
         self._max_tokens = max_tokens
         self._sse = SSEDecoder()
         self._done = False
-        self._calls: dict[int, dict[str, Any]] = {}  # output_index -> function call
+        self._argument_deltas: set[int] = set()  # output_index of calls whose arguments streamed
         self._reasoning_streamed: set[int] = set()  # output_index of reasoning items with text deltas
-        self.tool_call_dicts: list[dict[str, Any]] = []
 
     def feed(self, chunk: bytes) -> list[str]:
         out: list[str] = []
@@ -312,6 +325,8 @@ class ResponsesStreamParser(StreamParser):
             delta = obj.get("delta")
             if type(delta) is str and delta:
                 out.append(delta)
+                if self.want_events:
+                    self.events.append(StreamEvent("text", text=delta))
             if obj.get("logprobs"):
                 more = response_logprobs(obj["logprobs"])
                 if self.logprobs is None:
@@ -328,14 +343,13 @@ class ResponsesStreamParser(StreamParser):
             if not isinstance(item, dict):
                 item = {}
             if item.get("type") == "function_call":
-                self._calls[_index(obj)] = {
-                    "id": item.get("call_id") or item.get("id"), "type": "function",
-                    "function": {"name": item.get("name"), "arguments": item.get("arguments") or ""}}
+                self.tool_buffer().start(_index(obj), str(item.get("call_id") or item.get("id") or "") or None,
+                                         str(item.get("name") or "") or None)
         elif kind == "response.function_call_arguments.delta":
-            call = self._calls.get(_index(obj))
             delta = obj.get("delta")
-            if call is not None and type(delta) is str:
-                call["function"]["arguments"] += delta
+            if type(delta) is str and delta:
+                self._argument_deltas.add(_index(obj))
+                self.tool_buffer().add(_index(obj), delta)
         elif kind == "response.output_item.done":
             item = obj.get("item")
             if not isinstance(item, dict):
@@ -348,9 +362,12 @@ class ResponsesStreamParser(StreamParser):
                         self.add_reasoning(text)
                 self.add_detail({"type": "openai.reasoning", "item": _reasoning_input(item)})
             elif item.get("type") == "function_call":
-                call = self._calls.setdefault(index, {"id": item.get("call_id"), "type": "function",
-                                                      "function": {"name": item.get("name"), "arguments": ""}})
-                call["function"]["arguments"] = item.get("arguments") or call["function"]["arguments"]
+                buffer = self.tool_buffer()
+                buffer.start(index, str(item.get("call_id") or item.get("id") or "") or None,
+                             str(item.get("name") or "") or None)
+                arguments = item.get("arguments")
+                if index not in self._argument_deltas and type(arguments) is str:
+                    buffer.add(index, arguments)  # a server that sent the call whole
         elif kind == "response.created" or kind == "response.in_progress":
             response = obj.get("response")
             if not isinstance(response, dict):
@@ -364,8 +381,8 @@ class ResponsesStreamParser(StreamParser):
             self.id = response.get("id") or self.id
             self.model = response.get("model") or self.model
             self.usage = usage_from_response(response.get("usage"))
-            self.tool_call_dicts = [self._calls[i] for i in sorted(self._calls)]
-            self.finish_reason = finish_reason_of(response, bool(self._calls), self._max_tokens)
+            self.finish_reason = finish_reason_of(response, self._tools is not None and len(self._tools) > 0,
+                                                  self._max_tokens)
             self._done = True
         elif kind == "response.failed":
             err = (obj.get("response") or {}).get("error") or {}
