@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 from .. import _core
@@ -42,8 +42,9 @@ def _error_dict(exc: BaseException, secrets: Iterable[str]) -> dict[str, Any]:
 
 # (key, payload) -> Call; raising GenAIError makes that item fail without a request.
 BuildCall = Callable[[Any], Call]
-# (key, payload, result or None, error dict or None)
-OnDone = Callable[[Any, Any, Any, "dict[str, Any] | None"], None]
+# (key, payload, result or None, error dict or None) -> None, or an awaitable the worker awaits
+# before it takes its next item (the file batch: "this item's line is on disk").
+OnDone = Callable[[Any, Any, Any, "dict[str, Any] | None"], Any]
 
 
 class _RelaxedGC:
@@ -90,19 +91,20 @@ class _Engine:
         self.stats = stats
 
     def _finish_item(self, key: Any, payload: Any, result: Any, error: dict[str, Any] | None,
-                     on_done: OnDone) -> None:
+                     on_done: OnDone) -> Any:
         stats = self.stats
         if error is None:
             stats.succeeded += 1
             stats.add_usage(_result_usage(result))
         else:
             stats.failed += 1
-        on_done(key, payload, result, error)
+        waiter = on_done(key, payload, result, error)
         if self.progress.active:
             self.progress.update()
+        return waiter
 
-    async def run_async(self, items: Iterator[tuple[Any, Any]], build: BuildCall, on_done: OnDone,
-                        transport: Any) -> None:
+    async def run_async(self, items: Iterator[tuple[Any, Any]] | AsyncIterator[tuple[Any, Any]],
+                        build: BuildCall, on_done: OnDone, transport: Any) -> None:
         import asyncio
 
         workers = [asyncio.ensure_future(self._worker(items, build, on_done, transport))
@@ -116,19 +118,35 @@ class _Engine:
             await asyncio.gather(*workers, return_exceptions=True)
             raise
 
-    async def _worker(self, items: Iterator[tuple[Any, Any]], build: BuildCall, on_done: OnDone,
-                      transport: Any) -> None:
+    async def _worker(self, items: Iterator[tuple[Any, Any]] | AsyncIterator[tuple[Any, Any]],
+                      build: BuildCall, on_done: OnDone, transport: Any) -> None:
         client = self.client
         codec, secrets, max_retries = client.codec, client.secrets(), client.max_retries
         gate = self.gate
         wt = _WorkerTransport(gate, transport)
-        for key, payload in items:
+        # A sync iterator (lists) or an async one shared by every worker (files read off the loop).
+        sync_items = items if isinstance(items, Iterator) else None
+        async_items = None if sync_items is not None else items
+        while True:
+            if sync_items is not None:
+                try:
+                    key, payload = next(sync_items)
+                except StopIteration:
+                    break
+            else:
+                assert async_items is not None
+                try:
+                    key, payload = await async_items.__anext__()  # type: ignore[union-attr]
+                except StopAsyncIteration:
+                    break
             result: Any = None
             error: dict[str, Any] | None = None
             try:
                 call = build(payload)
             except Exception as exc:
-                self._finish_item(key, payload, None, _error_dict(exc, secrets), on_done)
+                waiter = self._finish_item(key, payload, None, _error_dict(exc, secrets), on_done)
+                if waiter is not None:
+                    await waiter
                 continue
             wt.cost = cost = _estimate_tokens(call) if gate.tokens is not None else 0.0
             await gate.acquire(cost)
@@ -146,7 +164,9 @@ class _Engine:
                     gate.release()
             if error is None:
                 gate.reconcile(wt.debited, _result_usage(result))
-            self._finish_item(key, payload, result, error, on_done)
+            waiter = self._finish_item(key, payload, result, error, on_done)
+            if waiter is not None:
+                await waiter
 
     def run_sync(self, items: Iterator[tuple[Any, Any]], build: BuildCall, on_done: OnDone) -> None:
         client = self.client

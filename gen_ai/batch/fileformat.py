@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Generator
 from typing import Any
 
 from ..errors import InvalidInputError
@@ -157,7 +159,7 @@ def _output_line(custom_id: str, kind: str, result: Any, error: dict[str, Any] |
     return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
 
 
-def _pending(path: str, done: set[str]) -> Iterator[tuple[str, tuple[str, dict[str, Any]]]]:
+def _pending(path: str, done: set[str]) -> Generator[tuple[str, tuple[str, dict[str, Any]]], None, None]:
     """The input lines still without a result, read lazily (the file was validated already)."""
     with open(path, "rb") as f:
         for raw in f:
@@ -169,3 +171,75 @@ def _pending(path: str, done: set[str]) -> Iterator[tuple[str, tuple[str, dict[s
                 yield custom_id, (_URL_KINDS[obj["url"]], obj["body"])
 
 
+
+
+class _PendingReader:
+    """``_pending`` read off the event loop: an async iterator, safe to share between workers,
+    that reads and parses ``CHUNK`` lines at a time in a thread and starts the next read when
+    half of the current chunk is taken (so workers rarely wait and memory stays bounded)."""
+
+    CHUNK = 512
+
+    def __init__(self, path: str, done: set[str]) -> None:
+        import asyncio
+
+        self._loop = asyncio.get_running_loop()
+        self._lines = _pending(path, done)
+        self._ready: deque[tuple[str, tuple[str, dict[str, Any]]]] = deque()
+        self._fetch: Any = None
+        self._eof = False
+        self._error: BaseException | None = None
+
+    def _read(self) -> list[tuple[str, tuple[str, dict[str, Any]]]]:  # in a thread
+        return list(itertools.islice(self._lines, self.CHUNK))
+
+    def _start(self) -> None:
+        self._fetch = fetch = self._loop.run_in_executor(None, self._read)
+        fetch.add_done_callback(self._arrived)  # runs before the tasks awaiting it wake up
+
+    def _arrived(self, fetch: Any) -> None:
+        self._fetch = None
+        if fetch.cancelled():
+            self._error = self._error or RuntimeError("reading the batch input was cancelled")
+            return
+        error = fetch.exception()
+        if error is not None:
+            self._error = error
+            return
+        chunk = fetch.result()
+        if len(chunk) < self.CHUNK:
+            self._eof = True
+        self._ready.extend(chunk)
+
+    def __aiter__(self) -> _PendingReader:
+        return self
+
+    async def __anext__(self) -> tuple[str, tuple[str, dict[str, Any]]]:
+        ready = self._ready
+        while not ready:
+            if self._error is not None:
+                raise self._error
+            if self._eof:
+                raise StopAsyncIteration
+            if self._fetch is None:
+                self._start()
+            await _wait_for(self._fetch)
+        item = ready.popleft()
+        if len(ready) < self.CHUNK // 2 and not self._eof and self._fetch is None and self._error is None:
+            self._start()
+        return item
+
+    def close(self) -> None:
+        """Close the input file (after a read in flight, if any, has finished)."""
+        self._eof = True
+        if self._fetch is None:
+            self._lines.close()
+        else:
+            self._fetch.add_done_callback(lambda _: self._lines.close())
+
+
+async def _wait_for(future: Any) -> None:
+    """Wait for ``future`` without taking its result or exception (``_arrived`` handles those)."""
+    import asyncio
+
+    await asyncio.wait((future,))
