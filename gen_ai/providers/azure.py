@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..errors import ConfigurationError, ContentFilterError, GenAIError
-from ..types import Call, Completion, RawResponse, Request
+from ..types import Call, Completion, EmbeddingCall, RawResponse, Request
 from ._base import StreamParser, dumps, error_details, status_error
 from .openai import OpenAICodec, OpenAIStreamParser, normalize_base_url
 
@@ -119,7 +119,8 @@ class AzureCodec(OpenAICodec):
         elif isinstance(azure_ad_token, str):
             self._headers["Authorization"] = f"Bearer {azure_ad_token}"
         query = "" if self.v1 else f"?api-version={quote(api_version, safe='')}"
-        self._urls = {"chat": f"{base}/chat/completions{query}", "completion": f"{base}/completions{query}"}
+        self._urls = {"chat": f"{base}/chat/completions{query}", "completion": f"{base}/completions{query}",
+                      "embedding": f"{base}/embeddings{query}"}
 
     def secrets(self) -> tuple[str, ...]:
         # Tokens from a token callable change: the last few issued are scrubbed too.
@@ -131,14 +132,22 @@ class AzureCodec(OpenAICodec):
 
     # -- requests ---------------------------------------------------------------------------
 
-    def build_request(self, call: Call) -> Request:
+    def _request_headers(self) -> dict[str, str]:
         headers = self._headers
         if callable(self._token):
             token = self._token()
             if token not in self._issued:
                 self._issued.append(token)
             headers = {**headers, "Authorization": f"Bearer {token}"}
-        return Request("POST", self._urls[call.kind], headers, dumps(self.build_body(call)), call.stream)
+        return headers
+
+    def build_request(self, call: Call) -> Request:
+        return Request("POST", self._urls[call.kind], self._request_headers(), dumps(self.build_body(call)),
+                       call.stream)
+
+    def build_embedding_request(self, call: EmbeddingCall) -> Request:
+        return Request("POST", self._urls["embedding"], self._request_headers(),
+                       dumps(self.build_embedding_body(call)))
 
     def probe_request(self, call: Call) -> Request | None:
         return None  # the dialect is known: json_schema

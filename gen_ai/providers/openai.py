@@ -25,8 +25,18 @@ from urllib.parse import urlsplit
 
 from .._sse import SSEDecoder
 from ..errors import ConfigurationError, GenAIError, ResponseError, StreamError, StreamTruncatedError
-from ..types import Call, Completion, RawResponse, Request, Usage
-from ._base import Codec, StreamParser, decode_json, dumps, error_details, json_headers, status_error
+from ..types import Call, Completion, EmbeddingCall, EmbeddingPart, RawResponse, Request, Usage
+from ._base import (
+    Codec,
+    StreamParser,
+    base64_vector,
+    decode_json,
+    dumps,
+    error_details,
+    float_vector,
+    json_headers,
+    status_error,
+)
 
 DIALECTS = ("json_schema", "json_object", "guided_json", "structured_outputs")
 _DIALECT_ALIASES = {
@@ -99,6 +109,7 @@ class OpenAICodec(Codec):
         strict_schema: bool = True,
         headers: Mapping[str, str] | None = None,
         stream_usage: bool = True,
+        embedding_encoding: str = "base64",
     ) -> None:
         api_key = api_key if api_key is not None else os.environ.get(self.env_api_key)
         endpoint = endpoint or os.environ.get(self.env_endpoint)
@@ -127,7 +138,14 @@ class OpenAICodec(Codec):
         self.strict_schema = strict_schema
         self.stream_usage = stream_usage
         self._headers = json_headers({"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}, headers)
-        self._urls = {"chat": f"{self.base_url}/chat/completions", "completion": f"{self.base_url}/completions"}
+        self._urls = {"chat": f"{self.base_url}/chat/completions", "completion": f"{self.base_url}/completions",
+                      "embedding": f"{self.base_url}/embeddings"}
+        if embedding_encoding not in ("base64", "float"):
+            raise ConfigurationError(f"embedding_encoding={embedding_encoding!r} is not known",
+                                     suggestion="Use 'base64' (default, faster) or 'float'.",
+                                     field="embedding_encoding")
+        # Learned: a server that rejects encoding_format=base64 is asked for floats from then on.
+        self.embedding_encoding = embedding_encoding
 
     # -- requests -------------------------------------------------------------------------
 
@@ -206,6 +224,27 @@ class OpenAICodec(Codec):
         self.dialect = nxt
         return True
 
+    # -- embeddings -----------------------------------------------------------------------
+
+    embedding_batch_size = 256
+    embedding_max_batch = 2048  # CreateEmbeddingRequest.input maxItems
+
+    def build_embedding_body(self, call: EmbeddingCall) -> dict[str, Any]:
+        return embedding_body(call, self.model_name, self.embedding_encoding)
+
+    def build_embedding_request(self, call: EmbeddingCall) -> Request:
+        return Request("POST", self._urls["embedding"], self._headers, dumps(self.build_embedding_body(call)))
+
+    def parse_embedding_response(self, call: EmbeddingCall, response: RawResponse) -> EmbeddingPart:
+        return embeddings_from_json(decode_json(response, self.provider), call, response, self.provider)
+
+    def embedding_fallback(self, call: EmbeddingCall, error: GenAIError) -> bool:
+        if (self.embedding_encoding == "base64" and error.status_code in (400, 422, 500)
+                and "encoding_format" in (error.message or "").lower()):
+            self.embedding_encoding = "float"
+            return True
+        return False
+
     # -- responses ------------------------------------------------------------------------
 
     def parse_response(self, call: Call, response: RawResponse) -> Completion:
@@ -254,6 +293,42 @@ def completion_from_json(data: Any, kind: str, response: RawResponse, provider: 
     # raw stays bytes until read (see types._lazy_json).
     return Completion(texts, reasons, usage_from_json(data.get("usage")), data.get("model"), response.body or data,
                       data.get("id"), tool_calls)
+
+
+def embedding_body(call: EmbeddingCall, model: str, encoding: str) -> dict[str, Any]:
+    """The CreateEmbeddingRequest body (also sent by Azure and the local provider)."""
+    body: dict[str, Any] = {"model": model, "input": call.inputs}
+    if encoding == "base64":
+        body["encoding_format"] = "base64"
+    if call.dimensions is not None:
+        body["dimensions"] = call.dimensions
+    if call.extra:
+        body.update(call.extra)
+    return body
+
+
+def embeddings_from_json(data: Any, call: EmbeddingCall, response: RawResponse, provider: str) -> EmbeddingPart:
+    """A CreateEmbeddingResponse: ``data[].embedding`` as floats or base64, put in input order."""
+    items = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(items, list) or len(items) != len(call.inputs):
+        message, _, _ = error_details(response.body)
+        got = f"{len(items)} embeddings" if isinstance(items, list) else "no 'data' list"
+        raise ResponseError(f"the embeddings response has {got} for {len(call.inputs)} inputs: {message[:200]}",
+                            status_code=response.status, url=response.url, method=response.method,
+                            provider=provider)
+    vectors: list[Any] = [None] * len(items)
+    as_numpy = call.as_numpy
+    for position, item in enumerate(items):
+        index = item.get("index", position) if isinstance(item, dict) else None
+        if not isinstance(index, int) or not 0 <= index < len(items) or vectors[index] is not None:
+            raise ResponseError(f"the embeddings response has a bad or repeated index {index!r}", provider=provider,
+                                status_code=response.status, url=response.url, method=response.method)
+        values = item.get("embedding")
+        vectors[index] = (base64_vector(values, as_numpy, provider) if isinstance(values, str)
+                          else float_vector(values, as_numpy, provider))
+    usage = data.get("usage")
+    tokens = (usage.get("prompt_tokens") or usage.get("total_tokens") or 0) if isinstance(usage, dict) else None
+    return EmbeddingPart(vectors, None if tokens is None else Usage(tokens, 0, tokens), data.get("model"))
 
 
 def usage_from_json(usage: Any) -> Usage | None:
