@@ -518,6 +518,35 @@ class Client:
                                 requests_per_minute=requests_per_minute,
                                 tokens_per_minute=tokens_per_minute, **extra)
 
+    def run_embeddings_batch(self, texts: list[str], dimensions: int | None = None, timeout: float = 60,
+                             batch_size: int | None = None, max_concurrent: int = 8, return_error: bool = False,
+                             progress: Any = None, requests_per_minute: float | None = None,
+                             tokens_per_minute: float | None = None, as_numpy: bool = False,
+                             **extra: Any) -> Any:
+        """Embed many texts as a batch: requests of ``batch_size`` texts under the batch's rate
+        limits, pause and progress. Returns a ``BatchResults`` with one vector per text (None
+        where its request failed; ``.errors`` per text; ``.stats`` per request)."""
+        from .batch import run_embeddings_batch
+
+        return run_embeddings_batch(self, texts, dimensions=dimensions, timeout=timeout, batch_size=batch_size,
+                                    max_concurrent=max_concurrent, return_error=return_error, progress=progress,
+                                    requests_per_minute=requests_per_minute,
+                                    tokens_per_minute=tokens_per_minute, as_numpy=as_numpy, **extra)
+
+    async def arun_embeddings_batch(self, texts: list[str], dimensions: int | None = None, timeout: float = 60,
+                                    batch_size: int | None = None, max_concurrent: int = 8,
+                                    return_error: bool = False, progress: Any = None,
+                                    requests_per_minute: float | None = None,
+                                    tokens_per_minute: float | None = None, as_numpy: bool = False,
+                                    **extra: Any) -> Any:
+        from .batch import arun_embeddings_batch
+
+        return await arun_embeddings_batch(self, texts, dimensions=dimensions, timeout=timeout,
+                                           batch_size=batch_size, max_concurrent=max_concurrent,
+                                           return_error=return_error, progress=progress,
+                                           requests_per_minute=requests_per_minute,
+                                           tokens_per_minute=tokens_per_minute, as_numpy=as_numpy, **extra)
+
     # The name the original documentation used.
     generate_batch_response = run_completions_batch
     agenerate_batch_response = arun_completions_batch

@@ -11,7 +11,7 @@ from typing import Any
 
 from .. import _core
 from ..errors import GenAIError, InvalidInputError
-from ..types import Call, Usage
+from ..types import Call, EmbeddingCall, Usage
 from .limits import _estimate_tokens, _Gate, _SyncWorkerTransport, _WorkerTransport
 from .progress import _Progress
 from .stats import BatchStats
@@ -41,10 +41,16 @@ def _error_dict(exc: BaseException, secrets: Iterable[str]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 # (key, payload) -> Call; raising GenAIError makes that item fail without a request.
-BuildCall = Callable[[Any], Call]
+BuildCall = Callable[[Any], "Call | EmbeddingCall"]
 # (key, payload, result or None, error dict or None) -> None, or an awaitable the worker awaits
 # before it takes its next item (the file batch: "this item's line is on disk").
 OnDone = Callable[[Any, Any, Any, "dict[str, Any] | None"], Any]
+
+
+def _flow(codec: Any, call: Call | EmbeddingCall, max_retries: int, gate: _Gate) -> _core.Flow:
+    if call.kind == "embedding":
+        return _core.embedding_flow(codec, call, max_retries, gate)  # type: ignore[arg-type]
+    return _core.call_flow(codec, call, max_retries, gate)  # type: ignore[arg-type]
 
 
 class _RelaxedGC:
@@ -153,7 +159,7 @@ class _Engine:
             wt.admitted = True
             wt.debited = cost
             try:
-                result = await _core.run_async(_core.call_flow(codec, call, max_retries, gate), wt, secrets)
+                result = await _core.run_async(_flow(codec, call, max_retries, gate), wt, secrets)
             except Exception as exc:
                 if not isinstance(exc, GenAIError):
                     logger.exception("gen_ai: unexpected error in a batch item")
@@ -180,7 +186,7 @@ class _Engine:
                 call = build(payload)
                 wt.cost = _estimate_tokens(call) if gate.tokens is not None else 0.0
                 wt.debited = 0.0
-                result = _core.run_sync(_core.call_flow(codec, call, max_retries, gate), wt, secrets)
+                result = _core.run_sync(_flow(codec, call, max_retries, gate), wt, secrets)
             except Exception as exc:
                 if not isinstance(exc, GenAIError):
                     logger.exception("gen_ai: unexpected error in a batch item")

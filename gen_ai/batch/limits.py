@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import _core
 from ..errors import GenAIError, InvalidInputError
-from ..types import Call, Usage
+from ..types import Call, EmbeddingCall, Usage
 from .stats import BatchStats
 
 logger = logging.getLogger("gen_ai")
@@ -229,7 +229,10 @@ class _SyncWorkerTransport:
         raise NotImplementedError("batch calls do not stream")
 
 
-def _estimate_tokens(call: Call) -> float:
+def _estimate_tokens(call: Call | EmbeddingCall) -> float:
+    if type(call) is EmbeddingCall:
+        return sum(len(text) for text in call.inputs) / 4.0
+    assert type(call) is Call
     chars = 0
     if call.prompt is not None:
         chars = len(call.prompt)
