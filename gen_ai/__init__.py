@@ -25,6 +25,7 @@ from .errors import (
     StreamTruncatedError,
 )
 from .factory import create_client
+from .hooks import CallInfo, Hooks
 from .types import ChatResult, ChatResults, Usage
 
 __version__ = "0.1.0"
@@ -37,6 +38,8 @@ __all__ = [
     "ChatResult",
     "ChatResults",
     "Usage",
+    "Hooks",
+    "CallInfo",
     "GenAIError",
     "InvalidInputError",
     "ConfigurationError",

@@ -66,9 +66,23 @@ Secrets = Iterable[str] | Callable[[], Iterable[str]]
 
 
 class Observer:
-    """Hooks a caller (the batch runner) may pass to watch retries. All optional."""
+    """What a caller (the batch runner, a client's hooks) may pass to watch a call's flow.
+
+    ``traces`` False (the batch's gate) means only ``on_retry`` is called: the per-request
+    methods cost nothing on the hot path unless hooks asked for them (``gen_ai.hooks``)."""
+
+    traces = False
 
     def on_retry(self, error: GenAIError, delay: float) -> None:  # pragma: no cover - interface
+        pass
+
+    def on_request(self, request: Request, purpose: str = "call") -> None:  # pragma: no cover
+        pass
+
+    def on_response(self, response: Any) -> None:  # pragma: no cover - interface
+        pass
+
+    def on_event(self, name: str, attributes: dict[str, Any]) -> None:  # pragma: no cover - interface
         pass
 
 
@@ -161,12 +175,17 @@ def request_flow(codec: Any, call: Call | EmbeddingCall, deadline: float, max_re
         if remaining <= 0:
             raise APITimeoutError(f"the call did not finish within timeout={call.timeout:g}s (retries included)")
         request = codec.build_request(call)
+        traced = observer is not None and observer.traces
+        if traced:
+            observer.on_request(request, "retry" if attempt else "call")  # type: ignore[union-attr]
         error: GenAIError
         try:
             response = yield Send(request, remaining)
         except APIConnectionError as exc:
             error = exc
         else:
+            if traced:
+                observer.on_response(response)  # type: ignore[union-attr]
             if type(response) is not RawResponse:  # an open 2xx stream
                 return response
             if response.status < 300:
@@ -175,6 +194,9 @@ def request_flow(codec: Any, call: Call | EmbeddingCall, deadline: float, max_re
             error = codec.parse_error(response).redact(codec.secrets())
             if adaptations < 4 and codec.fallback(call, error):
                 adaptations += 1
+                if traced:
+                    observer.on_event("request_adapted", {"status": error.status_code,  # type: ignore[union-attr]
+                                                          "message": error.message[:200]})
                 logger.info("gen_ai: %s rejected a field (%s); adapted the request and sending again",
                             request.url, error.message[:200])
                 continue
@@ -255,6 +277,8 @@ def call_flow(codec: Any, call: Call, max_retries: int, observer: Observer | Non
                         exc.provider = codec.provider
                         raise
                     logger.info("gen_ai: answer %d failed guided_json (%s); asking again", i, exc.message)
+                    if observer is not None and observer.traces:
+                        observer.on_event("schema_reask", {"choice": i, "message": exc.message[:200]})
                     retry_call = _reask_call(call, texts[i], exc)
                     fixed: Completion = yield from request_flow(codec, retry_call, deadline, max_retries, observer)
                     texts[i] = fixed.texts[0] if fixed.texts else ""

@@ -137,6 +137,47 @@ def _embedding_call(codec: Any, texts: Any, dimensions: Any, timeout: Any, as_nu
                          batch_size=batch_size, max_concurrent=max_concurrent or 4)
 
 
+def _make_hooks(hooks: Any, telemetry: Any, codec: Any) -> Any:
+    """The client's HookSet, or None when nothing observes calls (the common, fastest case).
+
+    ``telemetry="auto"`` adds the OpenTelemetry hooks when ``opentelemetry`` is importable
+    (looked up, not imported: with the extra not installed this costs one path lookup per
+    client and nothing per call); ``True`` requires it, ``False`` leaves it out."""
+    from .hooks import Hooks
+
+    chosen = list(hooks) if hooks is not None and not isinstance(hooks, Hooks) else ([hooks] if hooks else [])
+    for i, hook in enumerate(chosen):
+        if not isinstance(hook, Hooks):
+            raise InvalidInputError(f"hooks[{i}]: {type(hook).__name__} is not a gen_ai.Hooks",
+                                    suggestion="Subclass gen_ai.Hooks and override the methods you need.",
+                                    field=f"hooks[{i}]")
+    if telemetry not in (True, False, "auto"):
+        raise InvalidInputError(f"telemetry: must be True, False or 'auto', got {telemetry!r}",
+                                suggestion="Leave it at 'auto' to trace when OpenTelemetry is installed.",
+                                field="telemetry")
+    if telemetry is True or (telemetry == "auto" and _otel_installed()):
+        from .telemetry import OpenTelemetryHooks
+
+        chosen.append(OpenTelemetryHooks())
+    if not chosen:
+        return None
+    from .hooks import HookSet
+
+    return HookSet(chosen, codec)
+
+
+def _otel_installed() -> bool:
+    import importlib.util
+    import os
+
+    if os.environ.get("GEN_AI_TELEMETRY", "").lower() in ("0", "false", "off", "no"):
+        return False
+    try:
+        return importlib.util.find_spec("opentelemetry") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 class Client:
     """A client for one provider and model. Thread-safe; share one per process.
 
@@ -154,6 +195,8 @@ class Client:
         max_connections: int = 256,
         transport: Any = None,
         async_transport: Any = None,
+        hooks: Any = None,
+        telemetry: Any = "auto",
     ) -> None:
         if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
             raise InvalidInputError(f"max_retries must be a whole number >= 0, got {max_retries!r}",
@@ -169,6 +212,7 @@ class Client:
         self._transport = transport if transport is not None else SyncTransport(timeouts)
         self._async_transport = (async_transport if async_transport is not None
                                  else AsyncTransport(timeouts, max_connections))
+        self._hooks = _make_hooks(hooks, telemetry, codec)
 
     # -- introspection ----------------------------------------------------------------------
 
@@ -211,6 +255,11 @@ class Client:
         if not isinstance(self._async_transport, AsyncTransport):
             return None
         return AsyncTransport(self._timeouts, max_connections=max_connections)
+
+    @property
+    def hooks(self) -> Any:
+        """The client's ``gen_ai.hooks.HookSet``, or None when nothing observes its calls."""
+        return self._hooks
 
     validate_params = staticmethod(validate_params)
 
@@ -255,25 +304,41 @@ class Client:
                     schema_retries=schema_retries)
 
     def _run(self, build: Any, return_error: bool) -> Any:
+        observer = None
         try:
             call = build()
-            result = _core.run_sync(_core.call_flow(self._codec, call, self.max_retries),
+            if self._hooks is not None:
+                observer = self._hooks.begin_call(call)
+            result = _core.run_sync(_core.call_flow(self._codec, call, self.max_retries, observer),
                                     self._transport, self._codec.secrets)
         except GenAIError as exc:
+            exc.redact(self._secrets)
+            if observer is not None:
+                observer.end(error=exc)
             if return_error:
-                return None, exc.redact(self._secrets).to_dict()
-            raise exc.redact(self._secrets) from None
+                return None, exc.to_dict()
+            raise exc from None
+        if observer is not None:
+            observer.end(result)
         return (result, None) if return_error else result
 
     async def _arun(self, build: Any, return_error: bool) -> Any:
+        observer = None
         try:
             call = build()
-            result = await _core.run_async(_core.call_flow(self._codec, call, self.max_retries),
+            if self._hooks is not None:
+                observer = self._hooks.begin_call(call)
+            result = await _core.run_async(_core.call_flow(self._codec, call, self.max_retries, observer),
                                            self._async_transport, self._codec.secrets)
         except GenAIError as exc:
+            exc.redact(self._secrets)
+            if observer is not None:
+                observer.end(error=exc)
             if return_error:
-                return None, exc.redact(self._secrets).to_dict()
-            raise exc.redact(self._secrets) from None
+                return None, exc.to_dict()
+            raise exc from None
+        if observer is not None:
+            observer.end(result)
         return (result, None) if return_error else result
 
     def _stream(self, cls: type[_S], kind: str, source: Any, max_tokens: Any, temperature: Any, top_p: Any,

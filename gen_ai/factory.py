@@ -22,7 +22,7 @@ PROVIDERS: dict[str, str] = {
 }
 
 # Options that belong to the Client (transport, retries); everything else goes to the codec.
-_CLIENT_OPTIONS = ("max_retries", "timeout", "schema_retries", "max_connections")
+_CLIENT_OPTIONS = ("max_retries", "timeout", "schema_retries", "max_connections", "hooks", "telemetry")
 
 
 def create_client(

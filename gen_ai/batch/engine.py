@@ -47,10 +47,10 @@ BuildCall = Callable[[Any], "Call | EmbeddingCall"]
 OnDone = Callable[[Any, Any, Any, "dict[str, Any] | None"], Any]
 
 
-def _flow(codec: Any, call: Call | EmbeddingCall, max_retries: int, gate: _Gate) -> _core.Flow:
+def _flow(codec: Any, call: Call | EmbeddingCall, max_retries: int, observer: Any) -> _core.Flow:
     if call.kind == "embedding":
-        return _core.embedding_flow(codec, call, max_retries, gate)  # type: ignore[arg-type]
-    return _core.call_flow(codec, call, max_retries, gate)  # type: ignore[arg-type]
+        return _core.embedding_flow(codec, call, max_retries, observer)  # type: ignore[arg-type]
+    return _core.call_flow(codec, call, max_retries, observer)  # type: ignore[arg-type]
 
 
 class _RelaxedGC:
@@ -95,6 +95,37 @@ class _Engine:
         self.gate = _Gate(max_concurrent, rpm, tpm, stats)
         self.progress = progress
         self.stats = stats
+        # Tracing (gen_ai.hooks): one observer for the whole batch, a child per item; None when
+        # no hook is active, so an untraced batch pays one attribute check per item.
+        self.hooks: Any = getattr(client, "hooks", None)
+        self.observer: Any = None
+
+    def _begin(self) -> None:
+        if self.hooks is not None:
+            self.observer = self.hooks.begin("batch", params={"max_concurrent": self.max_concurrent})
+
+    def _end(self, error: BaseException | None = None) -> None:
+        """End the batch's span with its statistics."""
+        observer = self.observer
+        if observer is None:
+            return
+        self.observer = None
+        stats = self.stats.to_dict()
+        observer.info.state["attributes"] = {f"gen_ai_client.batch.{k}": v for k, v in stats.items()
+                                             if isinstance(v, (int, float, str, bool))}
+        observer.info.usage = self.stats.usage
+        if error is not None:
+            observer.end(error=error)
+        else:
+            observer.end(self.stats)
+
+    def _item_observer(self, call: Call | EmbeddingCall) -> Any:
+        """The flow's observer for one item: the gate, wrapped by a traced child when tracing
+        (chat and completion items; embedding items are counted in the batch span only)."""
+        if self.observer is None or call.kind == "embedding":
+            return self.gate
+        child = self.hooks.begin_call(call, inner=self.gate, parent=self.observer.info)
+        return child if child is not None else self.gate
 
     def _finish_item(self, key: Any, payload: Any, result: Any, error: dict[str, Any] | None,
                      on_done: OnDone) -> Any:
@@ -113,16 +144,19 @@ class _Engine:
                         build: BuildCall, on_done: OnDone, transport: Any) -> None:
         import asyncio
 
+        self._begin()
         workers = [asyncio.ensure_future(self._worker(items, build, on_done, transport))
                    for _ in range(self.max_concurrent)]
         try:
             with _RelaxedGC():
                 await asyncio.gather(*workers)
-        except BaseException:
+        except BaseException as exc:
             for worker in workers:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
+            self._end(exc)
             raise
+        self._end()
 
     async def _worker(self, items: Iterator[tuple[Any, Any]] | AsyncIterator[tuple[Any, Any]],
                       build: BuildCall, on_done: OnDone, transport: Any) -> None:
@@ -158,18 +192,23 @@ class _Engine:
             await gate.acquire(cost)
             wt.admitted = True
             wt.debited = cost
+            observer: Any = gate if self.observer is None else self._item_observer(call)
             try:
-                result = await _core.run_async(_flow(codec, call, max_retries, gate), wt, secrets)
+                result = await _core.run_async(_flow(codec, call, max_retries, observer), wt, secrets)
             except Exception as exc:
                 if not isinstance(exc, GenAIError):
                     logger.exception("gen_ai: unexpected error in a batch item")
                 error = _error_dict(exc, secrets)
+                if observer is not gate:
+                    observer.end(error=exc)
             finally:
                 if wt.admitted:  # the flow ended before its first send
                     wt.admitted = False
                     gate.release()
             if error is None:
                 gate.reconcile(wt.debited, _result_usage(result))
+                if observer is not gate:
+                    observer.end(result)
             waiter = self._finish_item(key, payload, result, error, on_done)
             if waiter is not None:
                 await waiter
@@ -179,20 +218,37 @@ class _Engine:
         codec, secrets, max_retries = client.codec, client.secrets(), client.max_retries
         gate = self.gate
         wt = _SyncWorkerTransport(gate, client.transport)
+        self._begin()
+        try:
+            self._run_sync_items(items, build, on_done, codec, secrets, max_retries, wt)
+        except BaseException as exc:
+            self._end(exc)
+            raise
+        self._end()
+
+    def _run_sync_items(self, items: Iterator[tuple[Any, Any]], build: BuildCall, on_done: OnDone, codec: Any,
+                        secrets: Any, max_retries: int, wt: Any) -> None:
+        gate = self.gate
         for key, payload in items:
             result: Any = None
             error: dict[str, Any] | None = None
+            observer: Any = gate
             try:
                 call = build(payload)
                 wt.cost = _estimate_tokens(call) if gate.tokens is not None else 0.0
                 wt.debited = 0.0
-                result = _core.run_sync(_flow(codec, call, max_retries, gate), wt, secrets)
+                observer = gate if self.observer is None else self._item_observer(call)
+                result = _core.run_sync(_flow(codec, call, max_retries, observer), wt, secrets)
             except Exception as exc:
                 if not isinstance(exc, GenAIError):
                     logger.exception("gen_ai: unexpected error in a batch item")
                 error = _error_dict(exc, secrets)
+                if observer is not gate:
+                    observer.end(error=exc)
             if error is None:
                 gate.reconcile(wt.debited, _result_usage(result))
+                if observer is not gate:
+                    observer.end(result)
             self._finish_item(key, payload, result, error, on_done)
 
 
