@@ -12,7 +12,8 @@ from typing import Any, TypeVar
 
 from . import _core
 from ._http import AsyncTransport, SyncTransport, Timeouts
-from .errors import GenAIError, InvalidInputError
+from ._state import ServerState
+from .errors import GenAIError, InvalidInputError, SchemaValidationError
 from .types import Call, ChatResult, ChatResults, EmbeddingCall, Usage
 
 VALID_ROLES = frozenset({"system", "user", "assistant", "tool", "developer", "function"})
@@ -207,6 +208,8 @@ class Client:
         timeouts = Timeouts.from_option(timeout)
         self._timeouts = timeouts
         self._codec = codec
+        # What this client learns about its server (dialect, n limit, ...): never in the codec.
+        self._state = ServerState()
         self.max_retries = max_retries
         self.schema_retries = schema_retries
         self._transport = transport if transport is not None else SyncTransport(timeouts)
@@ -232,6 +235,12 @@ class Client:
     @property
     def codec(self) -> Any:
         return self._codec
+
+    @property
+    def server_state(self) -> ServerState:
+        """What this client has learned about its server (detected kind, structured-output
+        dialect, n limit, ...); see gen_ai/_state.py. Runners pass it to ``_core`` flows."""
+        return self._state
 
     # -- the seam runners (gen_ai.batch, gen_ai.ray_data) use instead of private attributes --
 
@@ -309,7 +318,7 @@ class Client:
             call = build()
             if self._hooks is not None:
                 observer = self._hooks.begin_call(call)
-            result = _core.run_sync(_core.call_flow(self._codec, call, self.max_retries, observer),
+            result = _core.run_sync(_core.call_flow(self._codec, call, self.max_retries, observer, self._state),
                                     self._transport, self._codec.secrets)
         except GenAIError as exc:
             exc.redact(self._secrets)
@@ -328,7 +337,8 @@ class Client:
             call = build()
             if self._hooks is not None:
                 observer = self._hooks.begin_call(call)
-            result = await _core.run_async(_core.call_flow(self._codec, call, self.max_retries, observer),
+            result = await _core.run_async(_core.call_flow(self._codec, call, self.max_retries, observer,
+                                                           self._state),
                                            self._async_transport, self._codec.secrets)
         except GenAIError as exc:
             exc.redact(self._secrets)
@@ -497,7 +507,7 @@ class Client:
         ``return_error=True``. See docs/embeddings.md."""
         try:
             call = self.embedding_call(texts, dimensions, timeout, as_numpy, batch_size, max_concurrent, extra)
-            result = _core.run_sync(_core.embedding_flow(self._codec, call, self.max_retries),
+            result = _core.run_sync(_core.embedding_flow(self._codec, call, self.max_retries, None, self._state),
                                     self._transport, self._codec.secrets)
         except GenAIError as exc:
             if return_error:
@@ -511,7 +521,8 @@ class Client:
         """Async twin of ``run_embeddings``."""
         try:
             call = self.embedding_call(texts, dimensions, timeout, as_numpy, batch_size, max_concurrent, extra)
-            result = await _core.run_async(_core.embedding_flow(self._codec, call, self.max_retries),
+            result = await _core.run_async(_core.embedding_flow(self._codec, call, self.max_retries, None,
+                                                                self._state),
                                            self._async_transport, self._codec.secrets)
         except GenAIError as exc:
             if return_error:
@@ -707,7 +718,14 @@ class _StreamBase:
         self.latency = time.perf_counter() - self._start
         call = self._call
         if call is not None and call.schema is not None:
-            self.parsed = call.schema.validate(self.text)
+            try:
+                self.parsed = call.schema.validate(self.text)
+            except SchemaValidationError as exc:
+                if self.finish_reason != "length":
+                    raise
+                from .structured import cut_off
+
+                raise cut_off(exc, call.max_tokens, self._client.provider) from None
 
     def _failed(self, exc: GenAIError) -> bool:
         """Scrub the error; True when it should be kept in ``.error`` instead of raised."""
@@ -739,7 +757,7 @@ class TextStream(_StreamBase):
                 self._call = self._build()
             call = self._call
             codec = client._codec
-            response = _core.run_sync(_core.stream_open_flow(codec, call, client.max_retries),
+            response = _core.run_sync(_core.stream_open_flow(codec, call, client.max_retries, client._state),
                                       client._transport, client._codec.secrets)
             self._parser = parser = codec.stream_parser(call, response.headers)
             for chunk in response.iter_bytes():
@@ -771,7 +789,8 @@ class AsyncTextStream(_StreamBase):
                 self._call = self._build()
             call = self._call
             codec = client._codec
-            response = await _core.run_async(_core.stream_open_flow(codec, call, client.max_retries),
+            response = await _core.run_async(_core.stream_open_flow(codec, call, client.max_retries,
+                                                                    client._state),
                                              client._async_transport, client._codec.secrets)
             self._parser = parser = codec.stream_parser(call, response.headers)
             async for chunk in response.iter_bytes():

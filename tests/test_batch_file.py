@@ -276,19 +276,27 @@ def test_file_batch_never_stalls_the_event_loop(tmp_path, echo):
             f.write(json.dumps({"id": f"batch_req_{i}", "custom_id": f"item-{i}", "error": None,
                                 "response": {"status_code": 200, "body": {"pad": pad}}}) + "\n")
 
+    async def ticker(gaps, stop):
+        last = time.perf_counter()
+        while not stop.is_set():
+            await asyncio.sleep(0.002)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    async def idle_worst():
+        """The same ticker on an idle loop: what this (shared, loaded) machine's scheduler costs."""
+        gaps, stop = [], asyncio.Event()
+        task = asyncio.ensure_future(ticker(gaps, stop))
+        await asyncio.sleep(0.5)
+        stop.set()
+        await task
+        return max(gaps)
+
     async def main():
-        gaps = []
-        stop = asyncio.Event()
-
-        async def ticker():
-            last = time.perf_counter()
-            while not stop.is_set():
-                await asyncio.sleep(0.002)
-                now = time.perf_counter()
-                gaps.append(now - last)
-                last = now
-
-        task = asyncio.ensure_future(ticker())
+        before = await idle_worst()
+        gaps, stop = [], asyncio.Event()
+        task = asyncio.ensure_future(ticker(gaps, stop))
         await asyncio.sleep(0.01)
         try:
             stats = await client.arun_batch_file(inp, out, max_concurrent=8, fsync=True)
@@ -296,11 +304,16 @@ def test_file_batch_never_stalls_the_event_loop(tmp_path, echo):
             stop.set()
             await task
         await client.aclose()
-        return stats, gaps
+        return stats, gaps, max(before, await idle_worst())
 
-    stats, gaps = asyncio.run(main())
+    import gc
+
+    gc.collect()  # start from a clean heap: the garbage of writing the test files is not the batch's
+    stats, gaps, noise = asyncio.run(main())
     assert stats.skipped == done and stats.succeeded == total - done
     assert sorted(handler.seen) == sorted(f"item-{i}" for i in range(done, total))
     worst = max(gaps)
-    assert worst < 0.1, f"the event loop stalled {worst * 1000:.0f} ms"
+    # Reading these files on the loop stalled it ~350 ms on a quiet machine; off the loop the
+    # worst is ~10 ms. The bound allows for what the idle loop itself shows on a loaded machine.
+    assert worst < 0.1 + 2 * noise, f"the event loop stalled {worst * 1000:.0f} ms (idle: {noise * 1000:.0f} ms)"
     assert len(read_output(out)) == total

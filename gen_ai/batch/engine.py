@@ -47,10 +47,10 @@ BuildCall = Callable[[Any], "Call | EmbeddingCall"]
 OnDone = Callable[[Any, Any, Any, "dict[str, Any] | None"], Any]
 
 
-def _flow(codec: Any, call: Call | EmbeddingCall, max_retries: int, observer: Any) -> _core.Flow:
+def _flow(codec: Any, call: Call | EmbeddingCall, max_retries: int, observer: Any, state: Any) -> _core.Flow:
     if call.kind == "embedding":
-        return _core.embedding_flow(codec, call, max_retries, observer)  # type: ignore[arg-type]
-    return _core.call_flow(codec, call, max_retries, observer)  # type: ignore[arg-type]
+        return _core.embedding_flow(codec, call, max_retries, observer, state)  # type: ignore[arg-type]
+    return _core.call_flow(codec, call, max_retries, observer, state)  # type: ignore[arg-type]
 
 
 class _RelaxedGC:
@@ -162,6 +162,7 @@ class _Engine:
                       build: BuildCall, on_done: OnDone, transport: Any) -> None:
         client = self.client
         codec, secrets, max_retries = client.codec, client.secrets(), client.max_retries
+        state = client.server_state  # what the client learned (dialect, n limit) serves the batch too
         gate = self.gate
         wt = _WorkerTransport(gate, transport)
         # A sync iterator (lists) or an async one shared by every worker (files read off the loop).
@@ -194,7 +195,7 @@ class _Engine:
             wt.debited = cost
             observer: Any = gate if self.observer is None else self._item_observer(call)
             try:
-                result = await _core.run_async(_flow(codec, call, max_retries, observer), wt, secrets)
+                result = await _core.run_async(_flow(codec, call, max_retries, observer, state), wt, secrets)
             except Exception as exc:
                 if not isinstance(exc, GenAIError):
                     logger.exception("gen_ai: unexpected error in a batch item")
@@ -238,7 +239,8 @@ class _Engine:
                 wt.cost = _estimate_tokens(call) if gate.tokens is not None else 0.0
                 wt.debited = 0.0
                 observer = gate if self.observer is None else self._item_observer(call)
-                result = _core.run_sync(_flow(codec, call, max_retries, observer), wt, secrets)
+                result = _core.run_sync(_flow(codec, call, max_retries, observer, self.client.server_state),
+                                        wt, secrets)
             except Exception as exc:
                 if not isinstance(exc, GenAIError):
                     logger.exception("gen_ai: unexpected error in a batch item")

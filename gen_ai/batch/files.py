@@ -10,7 +10,7 @@ from typing import Any
 from ..errors import InvalidInputError
 from ..types import Call
 from .checkpoint import _recover_output, _Writer, _WriterThread
-from .engine import _check_max_concurrent, _Engine, _run_in_private_loop, _with_transport
+from .engine import _check_max_concurrent, _Engine, _RelaxedGC, _run_in_private_loop, _with_transport
 from .fileformat import _call_from_body, _output_line, _PendingReader, _validate
 from .limits import _positive
 from .progress import _Progress
@@ -84,6 +84,19 @@ async def arun_batch_file(client: Any, input: Any, output: Any, *, max_concurren
                           requests_per_minute: float | None = None, tokens_per_minute: float | None = None,
                           retry_failed: bool = True, use_body_model: bool = False, fsync: bool = False,
                           _private: bool = False) -> BatchStats:
+    # The relaxed collector covers the setup too: reading a big input in a thread allocates
+    # millions of objects, and a full collection (100-200 ms in a large process) holds the GIL
+    # the event loop needs.
+    with _RelaxedGC():
+        return await _arun_batch_file(client, input, output, max_concurrent, timeout, max_tokens, progress,
+                                      requests_per_minute, tokens_per_minute, retry_failed, use_body_model,
+                                      fsync, _private)
+
+
+async def _arun_batch_file(client: Any, input: Any, output: Any, max_concurrent: int, timeout: float,
+                           max_tokens: int, progress: Any, requests_per_minute: float | None,
+                           tokens_per_minute: float | None, retry_failed: bool, use_body_model: bool,
+                           fsync: bool, _private: bool) -> BatchStats:
     import asyncio
 
     start = time.monotonic()

@@ -1,15 +1,20 @@
 """What every provider codec shares: the codec contract and helpers for reading bodies and errors.
 
 A codec is pure: it turns a ``Call`` into a ``Request`` and response bytes into results or
-errors, and never touches the network. The call flow in ``gen_ai/_core.py`` drives it:
+errors, and never touches the network. What a client learns about its server is not kept in
+the codec but in a ``ServerState`` (``gen_ai/_state.py``) that the flow passes in. The call
+flow in ``gen_ai/_core.py`` drives it:
 
-    build_request(call)            -> Request
+    build_request(call, state)     -> Request (``request.facts``: the learned facts it used)
     parse_response(call, raw)      -> Completion
     parse_error(raw)               -> GenAIError (an APIStatusError subclass)
     stream_parser(call, headers)   -> StreamParser: feed(bytes) -> [text deltas]; close()
-    probe_request(call)            -> Request | None   (optional one-time probe, e.g. dialects)
-    learn(call, raw_or_None)       -> None             (reads the probe's answer)
-    fallback(call, error)          -> bool             (True: codec adapted, send again)
+    probe_request(call, state)     -> Request | None   (optional one-time probe, e.g. dialects)
+    learn(call, request, raw_or_None, found) -> Request | None
+                                   (reads a probe's answer into the dict ``found``; may ask a follow-up)
+    fallback(call, request, error, state) -> changes | None
+                                   (facts to change, as {name: (value the request used, new)}:
+                                    the flow applies them to the state and sends again)
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._retry import parse_retry_after
+from .._state import FRESH, Changes, ServerState
 from ..errors import (
     ContentFilterError,
     GenAIError,
@@ -91,16 +97,17 @@ class Codec:
         By default: the credential headers it sends (its own and any the user passed)."""
         return header_secrets(self._headers)
 
-    def probe_request(self, call: Call) -> Request | None:
+    def probe_request(self, call: Call, state: ServerState) -> Request | None:
         return None
 
-    def learn(self, call: Call, response: RawResponse | None) -> None:
+    def learn(self, call: Call, request: Request, response: RawResponse | None,
+              found: dict[str, Any]) -> Request | None:
         return None
 
-    def fallback(self, call: Call, error: GenAIError) -> bool:
-        return False
+    def fallback(self, call: Call, request: Request, error: GenAIError, state: ServerState) -> Changes | None:
+        return None
 
-    def build_request(self, call: Call) -> Request:  # pragma: no cover - abstract
+    def build_request(self, call: Call, state: ServerState = FRESH) -> Request:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def parse_response(self, call: Call, response: RawResponse) -> Completion:  # pragma: no cover
@@ -121,14 +128,16 @@ class Codec:
     # Whether an empty string is refused (before any request, naming its index).
     embedding_rejects_empty = True
 
-    def build_embedding_request(self, call: EmbeddingCall) -> Request:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def build_embedding_request(self, call: EmbeddingCall, state: ServerState = FRESH) -> Request:
+        raise NotImplementedError  # pragma: no cover - abstract
 
     def parse_embedding_response(self, call: EmbeddingCall, response: RawResponse) -> EmbeddingPart:
         raise NotImplementedError  # pragma: no cover - abstract
 
-    def embedding_fallback(self, call: EmbeddingCall, error: GenAIError) -> bool:
-        return False
+    def embedding_fallback(self, call: EmbeddingCall, request: Request, error: GenAIError,
+                           state: ServerState) -> Changes | None:
+        """Like ``fallback``: the state changes that let the request succeed, or None."""
+        return None
 
     def __repr__(self) -> str:  # never the headers: they hold credentials
         return (f"<{type(self).__name__} endpoint={getattr(self, 'base_url', None)!r} "

@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .._sse import SSEDecoder
+from .._state import FRESH, Changes, ServerState
 from ..errors import (
     APIStatusError,
     AuthenticationError,
@@ -84,6 +85,7 @@ _ERROR_TYPES: dict[str, tuple[type[APIStatusError], bool]] = {
     "timeout_error": (ServerError, True),
 }
 _SAMPLING_WORDS = ("temperature", "top_p", "top_k", "sampling")
+_SAMPLING_FIELDS = frozenset({"temperature", "top_p"})
 _RETRYABLE_STREAM_ERRORS = frozenset({"overloaded_error", "api_error", "rate_limit_error", "timeout_error"})
 
 
@@ -136,7 +138,8 @@ class AnthropicCodec(Codec):
         self.model_name = model_name
         self._api_key = api_key or None
         self.strict_schema = strict_schema
-        # None: send temperature/top_p until the API rejects them; True: always; False: never.
+        # None: send temperature/top_p until the API rejects them (learned in the client's
+        # ServerState.rejected_fields); True: always; False: never.
         self.sampling_params = sampling_params
         self._send_sampling = sampling_params is not False
         credentials = {"x-api-key": self._api_key} if self._api_key else {}
@@ -144,7 +147,7 @@ class AnthropicCodec(Codec):
 
     # -- requests -------------------------------------------------------------------------
 
-    def build_body(self, call: Call) -> dict[str, Any]:
+    def build_body(self, call: Call, state: ServerState = FRESH) -> dict[str, Any]:
         if call.kind == "chat":
             system, messages = convert_messages(call.messages or [])
         else:
@@ -152,7 +155,7 @@ class AnthropicCodec(Codec):
         body: dict[str, Any] = {"model": self.model_name, "max_tokens": call.max_tokens, "messages": messages}
         if system:
             body["system"] = system
-        if self._send_sampling:
+        if self._send_sampling and "temperature" not in state.rejected_fields:
             body["temperature"] = call.temperature
             if call.top_p != 1.0:
                 body["top_p"] = call.top_p
@@ -171,20 +174,21 @@ class AnthropicCodec(Codec):
             body.update(extra)
         return body
 
-    def build_request(self, call: Call) -> Request:
+    def build_request(self, call: Call, state: ServerState = FRESH) -> Request:
         headers = self._headers
         if call.stream:
             headers = {**headers, "Accept": "text/event-stream"}
-        return Request("POST", self._url, headers, dumps(self.build_body(call)), call.stream)
+        return Request("POST", self._url, headers, dumps(self.build_body(call, state)), call.stream,
+                       state.rejected_fields)
 
-    def fallback(self, call: Call, error: GenAIError) -> bool:
-        if self.sampling_params is not None or not self._send_sampling or error.status_code != 400:
-            return False
+    def fallback(self, call: Call, request: Request, error: GenAIError, state: ServerState) -> Changes | None:
+        used = request.facts if request.facts is not None else frozenset()
+        if self.sampling_params is not None or "temperature" in used or error.status_code != 400:
+            return None
         message = (error.message or "").lower()
         if not any(word in message for word in _SAMPLING_WORDS):
-            return False
-        self._send_sampling = False
-        return True
+            return None
+        return {"rejected_fields": (used, used | _SAMPLING_FIELDS)}
 
     # -- responses ------------------------------------------------------------------------
 

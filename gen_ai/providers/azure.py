@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
+from .._state import FRESH, Changes, ServerState
 from ..errors import ConfigurationError, ContentFilterError, GenAIError
 from ..types import Call, Completion, EmbeddingCall, RawResponse, Request
 from ._base import StreamParser, dumps, error_details, status_error
@@ -141,24 +142,23 @@ class AzureCodec(OpenAICodec):
             headers = {**headers, "Authorization": f"Bearer {token}"}
         return headers
 
-    def build_request(self, call: Call) -> Request:
-        return Request("POST", self._urls[call.kind], self._request_headers(), dumps(self.build_body(call)),
+    def build_request(self, call: Call, state: ServerState = FRESH) -> Request:
+        return Request("POST", self._urls[call.kind], self._request_headers(), dumps(self.build_body(call, state)),
                        call.stream)
 
-    def build_embedding_request(self, call: EmbeddingCall) -> Request:
+    def build_embedding_request(self, call: EmbeddingCall, state: ServerState = FRESH) -> Request:
         return Request("POST", self._urls["embedding"], self._request_headers(),
-                       dumps(self.build_embedding_body(call)))
+                       dumps(self.build_embedding_body(call, state)))
 
-    def probe_request(self, call: Call) -> Request | None:
+    def probe_request(self, call: Call, state: ServerState) -> Request | None:
         return None  # the dialect is known: json_schema
 
-    def fallback(self, call: Call, error: GenAIError) -> bool:
+    def fallback(self, call: Call, request: Request, error: GenAIError, state: ServerState) -> Changes | None:
         # Only stream_options may be missing (old api-versions); never change the schema dialect.
-        if call.stream and self.stream_usage and error.status_code == 400 \
-                and "stream_options" in (error.message or "").lower():
-            self.stream_usage = False
-            return True
-        return False
+        if call.stream and error.status_code == 400 and "stream_options" in (error.message or "").lower() \
+                and b'"stream_options"' in (request.body or b""):
+            return {"stream_usage": (True, False)}
+        return None
 
     # -- responses --------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from .._sse import SSEDecoder
+from .._state import FRESH, ServerState
 from ..errors import (
     AuthenticationError,
     ConfigurationError,
@@ -178,7 +179,7 @@ class GeminiCodec(Codec):
         body["generationConfig"] = config
         return body
 
-    def build_request(self, call: Call) -> Request:
+    def build_request(self, call: Call, state: Any = None) -> Request:
         headers = self._headers
         if call.stream:
             headers = {**headers, "Accept": "text/event-stream"}
@@ -202,7 +203,7 @@ class GeminiCodec(Codec):
             return requests[0]
         return {"requests": requests}
 
-    def build_embedding_request(self, call: EmbeddingCall) -> Request:
+    def build_embedding_request(self, call: EmbeddingCall, state: ServerState = FRESH) -> Request:
         return Request("POST", self._embed_urls[len(call.inputs) > 1], self._headers,
                        dumps(self.build_embedding_body(call)))
 

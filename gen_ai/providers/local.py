@@ -34,6 +34,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from .._state import FRESH, ServerState
 from ..errors import APITimeoutError, ConfigurationError, GenAIError, InvalidInputError
 from ..types import Call, Completion, EmbeddingCall, EmbeddingPart, RawResponse, Request
 from ._base import Codec, StreamParser, decode_json, dumps
@@ -148,7 +149,7 @@ class LocalCodec(Codec):
     def __repr__(self) -> str:
         return f"<LocalCodec model={self.model_path!r} n_ctx={self.n_ctx}>"
 
-    def build_request(self, call: Call) -> Request:
+    def build_request(self, call: Call, state: Any = None) -> Request:
         messages = [_flatten(i, m) for i, m in enumerate(call.messages or [])] if call.kind == "chat" else None
         body = base_body(call, self.model_id, messages)
         if call.schema is not None:
@@ -166,7 +167,7 @@ class LocalCodec(Codec):
     embedding_batch_size = 64
     embedding_max_batch = 2048
 
-    def build_embedding_request(self, call: EmbeddingCall) -> Request:
+    def build_embedding_request(self, call: EmbeddingCall, state: ServerState = FRESH) -> Request:
         if call.dimensions is not None:
             raise InvalidInputError("dimensions: the local model always returns vectors of its own size "
                                     "(n_embd); it cannot shorten them",
