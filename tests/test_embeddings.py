@@ -278,3 +278,50 @@ def test_local_embeddings_async_numpy_and_bad_input(local_client):
     with pytest.raises(InvalidInputError) as info:
         local_client.run_embeddings(["x"], dimensions=64)
     assert info.value.field == "dimensions"
+
+
+# -- embeddings batches ---------------------------------------------------------------------------
+
+
+def test_embeddings_batch_order_failures_rate_limit_and_progress(emb_server):
+    server, client = emb_server()
+    times: list[float] = []
+    inner = server.server.default
+
+    def rule(rec):
+        times.append(time.monotonic())
+        if any("bad" in t for t in rec.json()["input"]):
+            return Step(400, {"error": {"message": "input rejected", "type": "invalid_request_error"}})
+        return inner(rec)
+
+    server.server.default = rule
+    texts = [f"t{i}" if i != 7 else "bad text" for i in range(40)]
+    seen = []
+    results = client.run_embeddings_batch(texts, batch_size=2, max_concurrent=8, requests_per_minute=600,
+                                          progress=seen.append)
+    # 20 requests at 10/s with one second's burst: the last arrives about a second after the first
+    assert len(times) == 20 and times[-1] - times[0] >= 0.8
+    assert results.stats.items == 20 and results.stats.failed == 1 and results.stats.succeeded == 19
+    for i, text in enumerate(texts):
+        if i in (6, 7):  # the request holding "bad text" failed: both of its texts
+            assert results[i] is None and results.errors[i]["type"] == "BadRequestError"
+        else:
+            assert results[i] == vector_of(text) and results.errors[i] is None
+    assert seen and seen[-1].finished and seen[-1].done == 20
+    assert results.stats.total_tokens == 38  # one word per text, from the server's usage
+
+
+def test_async_embeddings_batch_and_bad_input(emb_server):
+    server, client = emb_server()
+
+    async def main():
+        out = await client.arun_embeddings_batch(TEXTS, batch_size=4, max_concurrent=3, as_numpy=True)
+        await client.aclose()
+        return out
+
+    results = asyncio.run(main())
+    assert [r.tolist() for r in results] == [vector_of(t) for t in TEXTS]
+    assert results.stats.items == 6 and results.stats.requests == 6
+    with pytest.raises(InvalidInputError) as info:
+        client.run_embeddings_batch(["a", "", "b"])
+    assert info.value.field == "texts[1]" and len(server.bodies) == 6

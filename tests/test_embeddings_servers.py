@@ -82,3 +82,30 @@ def test_vllm_pooling_runner_embeddings(tmp_path):
         check_server_embeddings(handle.url, handle.model, 1e-3)
     finally:
         handle.stop()
+
+
+def test_batch_file_embedding_lines_on_llama_cpp(llamacpp_embeddings, tmp_path):
+    """gen-ai batch with /v1/embeddings lines against the real server: each line's vectors are
+    the ones a direct call gives (one slot: the same batching either way)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    lines = [{"custom_id": f"e{i}", "method": "POST", "url": "/v1/embeddings",
+              "body": {"model": "text-embedding-3-small", "input": text}} for i, text in enumerate(TEXTS)]
+    inp.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    proc = subprocess.run([sys.executable, "-m", "gen_ai", "batch", str(inp), str(out), "--endpoint",
+                           llamacpp_embeddings.url, "--model", llamacpp_embeddings.model, "-c", "3",
+                           "--no-progress"], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    by_id = {r["custom_id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    client = create_client(endpoint=llamacpp_embeddings.url, model_name=llamacpp_embeddings.model)
+    for i, text in enumerate(TEXTS):
+        body = by_id[f"e{i}"]["response"]["body"]
+        assert body["object"] == "list" and body["usage"]["prompt_tokens"] > 0
+        got = body["data"][0]["embedding"]
+        want = client.run_embeddings([text])[0]
+        assert max(abs(x - y) for x, y in zip(got, want)) < 1e-6

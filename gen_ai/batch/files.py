@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from ..errors import InvalidInputError
-from ..types import Call
+from ..types import Call, EmbeddingCall
 from .checkpoint import _recover_output, _Writer, _WriterThread
 from .engine import _check_max_concurrent, _Engine, _RelaxedGC, _run_in_private_loop, _with_transport
 from .fileformat import _call_from_body, _output_line, _PendingReader, _validate
@@ -55,13 +55,13 @@ def _file_batch_setup(client: Any, input_path: Any, output_path: Any, max_concur
     prog = _Progress(progress, len(ids), stats)
     model = client.model_name
 
-    def build(payload: tuple[str, dict[str, Any]]) -> Call:
+    def build(payload: tuple[str, dict[str, Any]]) -> Call | EmbeddingCall:
         kind, body = payload
         return _call_from_body(client, kind, body, timeout, max_tokens, use_body_model)
 
     def line(custom_id: str, payload: tuple[str, dict[str, Any]], result: Any,
              error: dict[str, Any] | None) -> bytes:
-        return _output_line(custom_id, payload[0], result, error, model)
+        return _output_line(custom_id, payload[0], result, error, model, payload[1])
 
     return input_path, done, writer, stats, prog, build, line, rpm, tpm
 
