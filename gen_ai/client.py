@@ -215,6 +215,10 @@ class Client:
         self._transport = transport if transport is not None else SyncTransport(timeouts)
         self._async_transport = (async_transport if async_transport is not None
                                  else AsyncTransport(timeouts, max_connections))
+        wrap = getattr(codec, "wrap_transport", None)
+        if wrap is not None:  # several endpoints (gen_ai.replicas): count and route per replica
+            self._transport = wrap(self._transport, False)
+            self._async_transport = wrap(self._async_transport, True)
         self._hooks = _make_hooks(hooks, telemetry, codec)
 
     # -- introspection ----------------------------------------------------------------------
@@ -261,9 +265,12 @@ class Client:
     def new_async_transport(self, max_connections: int) -> Any:
         """A fresh async pool with this client's timeouts, for a private event loop (the caller
         closes it); None when the client's async transport is not an HTTP pool."""
-        if not isinstance(self._async_transport, AsyncTransport):
+        inner = getattr(self._async_transport, "inner", self._async_transport)
+        if not isinstance(inner, AsyncTransport):
             return None
-        return AsyncTransport(self._timeouts, max_connections=max_connections)
+        fresh = AsyncTransport(self._timeouts, max_connections=max_connections)
+        wrap = getattr(self._codec, "wrap_transport", None)
+        return fresh if wrap is None else wrap(fresh, True)
 
     @property
     def hooks(self) -> Any:

@@ -99,13 +99,22 @@ class _Engine:
         # no hook is active, so an untraced batch pays one attribute check per item.
         self.hooks: Any = getattr(client, "hooks", None)
         self.observer: Any = None
+        self._replicas_before: dict[str, dict[str, Any]] | None = None
 
     def _begin(self) -> None:
+        counts = getattr(self.client.codec, "replica_stats", None)  # several endpoints
+        self._replicas_before = counts() if counts is not None else None
         if self.hooks is not None:
             self.observer = self.hooks.begin("batch", params={"max_concurrent": self.max_concurrent})
 
     def _end(self, error: BaseException | None = None) -> None:
         """End the batch's span with its statistics."""
+        before = self._replicas_before
+        if before is not None:  # this batch's requests and errors per replica
+            now = self.client.codec.replica_stats()
+            self.stats.replicas = {url: {"requests": c["requests"] - before[url]["requests"],
+                                         "errors": c["errors"] - before[url]["errors"]}
+                                   for url, c in now.items()}
         observer = self.observer
         if observer is None:
             return

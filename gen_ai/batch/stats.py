@@ -21,6 +21,7 @@ class BatchStats:
         "min_concurrency",
         "prompt_tokens",
         "rate_limited",
+        "replicas",
         "requests",
         "retries",
         "skipped",
@@ -41,6 +42,8 @@ class BatchStats:
         self.total_tokens = 0
         self.elapsed = 0.0
         self.min_concurrency = 0
+        # With several endpoints: {url: {"requests": n, "errors": m}} for this batch's requests.
+        self.replicas: dict[str, dict[str, int]] | None = None
 
     @property
     def usage(self) -> Usage:
