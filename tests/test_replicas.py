@@ -206,3 +206,26 @@ def test_two_llama_cpp_replicas_one_stopped_mid_batch(tmp_path):
     finally:
         a.stop()
         b.stop()
+
+
+def test_gen_ai_batch_with_replicas_reports_per_replica_counts_as_json(two, tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    servers, handlers = two
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text("".join(json.dumps({"custom_id": f"c{i}", "method": "POST", "url": "/v1/chat/completions",
+                                       "body": {"messages": [{"role": "user", "content": f"c{i}"}]}}) + "\n"
+                           for i in range(30)))
+    proc = subprocess.run([sys.executable, "-m", "gen_ai", "batch", str(inp), str(out), "--endpoint", servers[0].url,
+                           "--replica", servers[1].url, "--model", "m", "-c", "6", "--no-progress", "--json"],
+                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr
+    stats = json.loads(proc.stdout)
+    assert stats["succeeded"] == 30
+    assert stats["replicas"] == {servers[0].url: {"requests": handlers[0].count, "errors": 0},
+                                 servers[1].url: {"requests": handlers[1].count, "errors": 0}}
+    assert handlers[0].count > 0 and handlers[1].count > 0
+    assert f"{servers[1].url}: {handlers[1].count} requests, 0 errors" in proc.stderr

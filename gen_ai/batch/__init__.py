@@ -48,7 +48,7 @@ The batch talks to the client only through its public seam (``codec``, ``max_ret
 
 from __future__ import annotations
 
-from .cli import add_cli_arguments, run_cli
+from .cli import add_cli_arguments, prepare_args, run_cli
 from .embeddings import arun_embeddings_batch, run_embeddings_batch
 from .fileformat import CHAT_URL, COMPLETIONS_URL, BatchInputError, validate_input_file
 from .files import arun_batch_file, run_batch_file
@@ -64,6 +64,7 @@ __all__ = [
     "BatchResults",
     "BatchStats",
     "add_cli_arguments",
+    "prepare_args",
     "arun_batch",
     "arun_batch_file",
     "arun_embeddings_batch",
