@@ -69,6 +69,9 @@ class _Gate(_core.Observer):
         self.next_decrease = 0.0
         self.stats = stats
         stats.min_concurrency = max_concurrent
+        # Limits shared with other processes (gen_ai.ray_data: one Ray actor per job): an object
+        # with ``async reserve(cost) -> seconds to wait`` and ``pause(seconds)``; None: local only.
+        self.shared: Any = None
 
     # -- observer (called by the call flow before it sleeps for a retry) ---------------------
 
@@ -82,6 +85,8 @@ class _Gate(_core.Observer):
             if now + delay > self.pause_until:
                 self.pause_until = now + delay
                 logger.info("gen_ai: batch paused for %.2fs after a 429", delay)
+            if self.shared is not None:  # every process sharing the limits pauses too
+                self.shared.pause(delay)
         if status in (429, 503) and now >= self.next_decrease:
             self.next_decrease = now + max(_DECREASE_COOLDOWN, delay)
             self.limit = max(1.0, self.limit / 2)
@@ -132,6 +137,8 @@ class _Gate(_core.Observer):
                 raise
         try:
             delay = self.reserve(cost)
+            if self.shared is not None:
+                delay = max(delay, await self.shared.reserve(cost))
             if delay > 0:
                 import asyncio
 
