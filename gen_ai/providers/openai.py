@@ -41,14 +41,27 @@ from ..errors import (
     StreamError,
     StreamTruncatedError,
 )
-from ..types import Call, Completion, RawResponse, Request, StreamEvent, TokenLogprob, ToolCall, Usage
+from ..types import (
+    Call,
+    Completion,
+    EmbeddingCall,
+    EmbeddingPart,
+    RawResponse,
+    Request,
+    StreamEvent,
+    TokenLogprob,
+    ToolCall,
+    Usage,
+)
 from ._base import (
     Codec,
     StreamParser,
+    base64_vector,
     decode_json,
     describe_body,
     dumps,
     error_details,
+    float_vector,
     json_headers,
     status_error,
     token_count,
@@ -222,6 +235,7 @@ class OpenAICodec(Codec):
         strict_schema: bool = True,
         headers: Mapping[str, str] | None = None,
         stream_usage: bool = True,
+        embedding_encoding: str = "base64",
     ) -> None:
         api_key = api_key if api_key is not None else os.environ.get(self.env_api_key)
         endpoint = endpoint or os.environ.get(self.env_endpoint)
@@ -252,7 +266,14 @@ class OpenAICodec(Codec):
         self.stream_usage = stream_usage  # False: never ask; True: ask until the server rejects it
         self._headers = json_headers({"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}, headers)
         self._probe_headers = {k: v for k, v in self._headers.items() if k != "Content-Type"}
-        self._urls = {"chat": f"{self.base_url}/chat/completions", "completion": f"{self.base_url}/completions"}
+        self._urls = {"chat": f"{self.base_url}/chat/completions", "completion": f"{self.base_url}/completions",
+                      "embedding": f"{self.base_url}/embeddings"}
+        if embedding_encoding not in ("base64", "float"):
+            raise ConfigurationError(f"embedding_encoding={embedding_encoding!r} is not known",
+                                     suggestion="Use 'base64' (default, faster) or 'float'.",
+                                     field="embedding_encoding")
+        # As configured; a server that rejects base64 is learned in the client's ServerState.
+        self.embedding_encoding = embedding_encoding
         # Known from the model name (configuration, not learned): the chat body's max-tokens field
         # and the parameters this model rejects. What 4xx answers teach is in ServerState
         # (max_tokens_field, rejected_fields), see adapt_reasoning_params().
@@ -447,6 +468,29 @@ class OpenAICodec(Codec):
             return None
         return {"chat_dialect" if call.kind == "chat" else "completion_dialect": (learned, chain[position + 1])}
 
+    # -- embeddings -----------------------------------------------------------------------
+
+    embedding_batch_size = 256
+    embedding_max_batch = 2048  # CreateEmbeddingRequest.input maxItems
+
+    def build_embedding_body(self, call: EmbeddingCall, state: ServerState = FRESH) -> dict[str, Any]:
+        base64 = self.embedding_encoding == "base64" and state.embedding_base64
+        return embedding_body(call, self.model_name, "base64" if base64 else "float")
+
+    def build_embedding_request(self, call: EmbeddingCall, state: ServerState = FRESH) -> Request:
+        return Request("POST", self._urls["embedding"], self._headers, dumps(self.build_embedding_body(call, state)))
+
+    def parse_embedding_response(self, call: EmbeddingCall, response: RawResponse) -> EmbeddingPart:
+        return embeddings_from_json(decode_json(response, self.provider), call, response, self.provider)
+
+    def embedding_fallback(self, call: EmbeddingCall, request: Request, error: GenAIError,
+                           state: ServerState) -> Changes | None:
+        # A server without base64 vectors (it names the field): ask it for floats from now on.
+        if (error.status_code in (400, 422, 500) and "encoding_format" in (error.message or "").lower()
+                and b'"encoding_format":"base64"' in (request.body or b"")):
+            return {"embedding_base64": (True, False)}
+        return None
+
     # -- responses ------------------------------------------------------------------------
 
     def parse_response(self, call: Call, response: RawResponse) -> Completion:
@@ -579,6 +623,42 @@ def logprobs_from_json(value: Any) -> list[TokenLogprob] | None:
                                               key=lambda t: -t[1])))
         return legacy
     return None
+
+
+def embedding_body(call: EmbeddingCall, model: str, encoding: str) -> dict[str, Any]:
+    """The CreateEmbeddingRequest body (also sent by Azure and the local provider)."""
+    body: dict[str, Any] = {"model": model, "input": call.inputs}
+    if encoding == "base64":
+        body["encoding_format"] = "base64"
+    if call.dimensions is not None:
+        body["dimensions"] = call.dimensions
+    if call.extra:
+        body.update(call.extra)
+    return body
+
+
+def embeddings_from_json(data: Any, call: EmbeddingCall, response: RawResponse, provider: str) -> EmbeddingPart:
+    """A CreateEmbeddingResponse: ``data[].embedding`` as floats or base64, put in input order."""
+    items = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(items, list) or len(items) != len(call.inputs):
+        message, _, _ = error_details(response.body)
+        got = f"{len(items)} embeddings" if isinstance(items, list) else "no 'data' list"
+        raise ResponseError(f"the embeddings response has {got} for {len(call.inputs)} inputs: {message[:200]}",
+                            status_code=response.status, url=response.url, method=response.method,
+                            provider=provider)
+    vectors: list[Any] = [None] * len(items)
+    as_numpy = call.as_numpy
+    for position, item in enumerate(items):
+        index = item.get("index", position) if isinstance(item, dict) else None
+        if not isinstance(index, int) or not 0 <= index < len(items) or vectors[index] is not None:
+            raise ResponseError(f"the embeddings response has a bad or repeated index {index!r}", provider=provider,
+                                status_code=response.status, url=response.url, method=response.method)
+        values = item.get("embedding")
+        vectors[index] = (base64_vector(values, as_numpy, provider) if isinstance(values, str)
+                          else float_vector(values, as_numpy, provider))
+    usage = data.get("usage")
+    tokens = (usage.get("prompt_tokens") or usage.get("total_tokens") or 0) if isinstance(usage, dict) else None
+    return EmbeddingPart(vectors, None if tokens is None else Usage(tokens, 0, tokens), data.get("model"))
 
 
 def usage_from_json(usage: Any) -> Usage | None:
