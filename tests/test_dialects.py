@@ -478,3 +478,17 @@ def test_openai_like_server_without_model_info(fault_server):
     client = make(fault_server)
     assert client.run_chat_completions(MESSAGES, guided_json=SCHEMA).parsed == {"city": "Nice"}
     assert client.server_state.server == "openai"
+
+
+def test_fallback_after_detection_changed_the_server():
+    """A request built before detection finished (generic json_schema) and rejected after the
+    probe found llama-cpp-python is sent again from that server's list, not refused."""
+    codec = OpenAICodec(endpoint="http://x", model_name="m")
+    state = ServerState()
+    call = Call("chat", messages=MESSAGES, schema=Schema.from_user(SCHEMA))
+    early = codec.build_request(call, state)
+    state.learn({"server": "llama-cpp-python"})
+    err = codec.parse_error(RawResponse(500, {}, b'{"detail": "response_format json_schema not supported"}', "",
+                                        "POST"))
+    assert codec.fallback(call, early, err, state) == {}
+    assert json.loads(codec.build_request(call, state).body)["response_format"]["type"] == "json_object"

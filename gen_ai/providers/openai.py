@@ -353,9 +353,13 @@ class OpenAICodec(Codec):
             return None
         learned, dialect = used
         chain = self.dialects(call.kind, state)
-        position = chain.index(dialect) if dialect in chain else len(chain)
+        if dialect not in chain:
+            # Detection finished after this request was built (it waited past the probe's
+            # timeout) and the server's list has no such dialect: send again from that list.
+            return {}
+        position = chain.index(dialect)
         if position + 1 >= len(chain):
-            tried = ", ".join(chain[: position + 1]) or dialect
+            tried = ", ".join(chain[: position + 1])
             error.suggestion = (
                 f"The server rejected guided_json as {dialect!r}, and no other structured-output field this "
                 f"server ({self.profile(state)}) enforces is left to try (tried: {tried}). "
