@@ -33,10 +33,12 @@ import json
 import logging
 import os
 import re
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from .._keywords import BEDROCK_KEYWORDS
 from .._state import FRESH, Changes, ServerState
 from ..errors import (
     AuthenticationError,
@@ -52,7 +54,7 @@ from ..errors import (
     StreamTruncatedError,
 )
 from ..types import Call, Completion, RawResponse, Request, Usage
-from ._base import Codec, StreamParser, decode_json, describe_body, dumps, split_system, status_error
+from ._base import Codec, StreamParser, decode_json, describe_body, dumps, split_system, status_error, token_count
 
 logger = logging.getLogger("gen_ai")
 
@@ -106,6 +108,7 @@ def _require_botocore() -> Any:
 
 class BedrockCodec(Codec):
     provider = "bedrock"
+    extra_keywords = BEDROCK_KEYWORDS
 
     def __init__(
         self,
@@ -218,6 +221,16 @@ class BedrockCodec(Codec):
             frozen = self._credentials.get_frozen_credentials()
             self._static_secrets = tuple(v for v in (frozen.access_key, frozen.secret_key, frozen.token) if v)
 
+        # Refreshing credentials (roles, SSO, instance metadata) may ask AWS over the network when
+        # they near expiry: the call flow refreshes them first, off the event loop for async calls.
+        # refresh_credentials() hands the frozen credentials to the next signing through _fetched.
+        self.blocking_credentials = self._credentials is not None and hasattr(self._credentials, "refresh_needed")
+        self._fetched: deque[Any] = deque()
+
+    def refresh_credentials(self) -> None:
+        if self._credentials is not None:
+            self._fetched.append(self._credentials.get_frozen_credentials())
+
     @property
     def auth_mode(self) -> str:
         return "bearer" if self._bearer else "sigv4"
@@ -301,7 +314,10 @@ class BedrockCodec(Codec):
 
         # Frozen per request, as botocore's own clients do, so refreshing credentials
         # (roles, SSO) are renewed before they expire.
-        credentials = self._credentials.get_frozen_credentials()
+        try:
+            credentials = self._fetched.popleft()
+        except IndexError:  # build_request called outside the call flow
+            credentials = self._credentials.get_frozen_credentials()
         signer = SigV4Auth(credentials, "bedrock", self.region)
         request = AWSRequest(method="POST", url=url, data=body, headers=headers)
         timestamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -456,7 +472,7 @@ class BedrockStreamParser(StreamParser):
             text = delta.get("text")
             if text is None and self._structured_tool:
                 text = (delta.get("toolUse") or {}).get("input")
-            if text:
+            if type(text) is str and text:
                 out.append(text)
         elif event == "messageStop":
             self._stopped = True
@@ -564,9 +580,9 @@ def _finish_reason(stop: Any, structured_tool: bool) -> str | None:
 def _usage(usage: Any) -> Usage | None:
     if not isinstance(usage, dict):
         return None
-    prompt = int(usage.get("inputTokens") or 0)
-    completion = int(usage.get("outputTokens") or 0)
-    return Usage(prompt, completion, int(usage.get("totalTokens") or prompt + completion))
+    prompt = token_count(usage.get("inputTokens"))
+    completion = token_count(usage.get("outputTokens"))
+    return Usage(prompt, completion, token_count(usage.get("totalTokens")) or prompt + completion)
 
 
 def _error_code_and_message(response: RawResponse) -> tuple[str | None, str]:
