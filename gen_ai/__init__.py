@@ -5,6 +5,7 @@
     print(client.run_chat_completions([{"role": "user", "content": "Hi"}]))
 """
 
+from ._http import Timeout
 from .client import AsyncTextStream, Client, TextStream
 from .errors import (
     APIConnectionError,
@@ -19,6 +20,7 @@ from .errors import (
     InvalidToolArgumentsError,
     NotFoundError,
     RateLimitError,
+    RedirectError,
     ResponseError,
     SchemaValidationError,
     ServerError,
@@ -34,6 +36,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "create_client",
+    "Timeout",
     "Client",
     "TextStream",
     "AsyncTextStream",
@@ -53,6 +56,7 @@ __all__ = [
     "AuthenticationError",
     "NotFoundError",
     "RateLimitError",
+    "RedirectError",
     "ServerError",
     "APIConnectionError",
     "APITimeoutError",

@@ -4,6 +4,7 @@
     ├── InvalidInputError           bad arguments, raised before any network call (also ValueError)
     │   └── ConfigurationError      unknown provider, missing endpoint / model / credentials
     ├── APIStatusError              the server answered with an error status
+    │   ├── RedirectError           a 3xx the redirect policy does not follow (.location says where)
     │   ├── BadRequestError         400, 422 and other 4xx not listed below
     │   │   └── ContentFilterError  the provider's content or safety filter blocked the call
     │   ├── AuthenticationError     401, 403
@@ -22,7 +23,9 @@
 
 Every error carries ``message``, ``suggestion``, ``status_code``, ``url``, ``method``,
 ``retryable``, ``provider`` and, when the server sent one, its ``error_type`` and a trimmed
-``body``. Secrets are scrubbed from all of them before the error leaves the client.
+``body``. An error that ends a stream keeps the text that arrived before it in
+``partial_text`` (None when nothing had been streamed yet). Secrets are scrubbed from all of
+them before the error leaves the client.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class GenAIError(Exception):
 
     default_suggestion = ""
     retryable_default = False
+    partial_text: str | None = None
 
     def __init__(
         self,
@@ -86,6 +90,7 @@ class GenAIError(Exception):
             "provider": self.provider,
             "error_type": self.error_type,
             "field": self.field,
+            **({"partial_text": self.partial_text} if self.partial_text is not None else {}),
         }
 
     def redact(self, secrets: Iterable[str]) -> "GenAIError":
@@ -93,7 +98,7 @@ class GenAIError(Exception):
         secrets = [s for s in secrets if s and len(s) >= 4]
         if not secrets:
             return self
-        for name in ("message", "suggestion", "url", "body", "error_type"):
+        for name in ("message", "suggestion", "url", "body", "error_type", "partial_text"):
             value = getattr(self, name)
             if isinstance(value, str):
                 for secret in secrets:
@@ -119,6 +124,24 @@ class APIStatusError(GenAIError):
     """The server answered with an error status."""
 
     default_suggestion = "Check the request against the server's documentation."
+
+
+class RedirectError(APIStatusError):
+    """The server answered with a redirect that was not followed: redirects are off by default,
+    and one to another origin is never followed (credentials stay with their origin)."""
+
+    default_suggestion = "Point endpoint at the URL the server redirects to."
+
+    def __init__(self, message: str, *, location: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.location = location
+
+    def redact(self, secrets: Iterable[str]) -> "GenAIError":
+        secrets = [s for s in secrets if s and len(s) >= 4]
+        if self.location:
+            for secret in secrets:
+                self.location = self.location.replace(secret, "***")
+        return super().redact(secrets)
 
 
 class BadRequestError(APIStatusError):
@@ -240,6 +263,7 @@ __all__ = [
     "InvalidInputError",
     "ConfigurationError",
     "APIStatusError",
+    "RedirectError",
     "BadRequestError",
     "ContentFilterError",
     "AuthenticationError",

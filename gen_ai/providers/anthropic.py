@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from .._keywords import ANTHROPIC_KEYWORDS
 from .._sse import SSEDecoder
 from .._state import FRESH, Changes, ServerState
 from ..errors import (
@@ -57,6 +58,7 @@ from ._base import (
     json_headers,
     split_system,
     status_error,
+    token_count,
 )
 
 DEFAULT_ENDPOINT = "https://api.anthropic.com"
@@ -104,6 +106,7 @@ def _base_url(endpoint: str) -> str:
 
 class AnthropicCodec(Codec):
     provider = "anthropic"
+    extra_keywords = ANTHROPIC_KEYWORDS
     env_api_key = "ANTHROPIC_API_KEY"
     env_endpoint = "ANTHROPIC_BASE_URL"
 
@@ -245,9 +248,9 @@ def usage_from_json(usage: Any) -> Usage | None:
     """input_tokens excludes cached prompt tokens; prompt_tokens counts them all."""
     if not isinstance(usage, dict):
         return None
-    prompt = sum(int(usage.get(k) or 0) for k in
+    prompt = sum(token_count(usage.get(k)) for k in
                  ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
-    return Usage(prompt, int(usage.get("output_tokens") or 0))
+    return Usage(prompt, token_count(usage.get("output_tokens")))
 
 
 def convert_messages(messages: list[dict[str, Any]]) -> tuple[str | None, list[dict[str, Any]]]:
@@ -388,16 +391,17 @@ class AnthropicStreamParser(StreamParser):
             raise StreamError(f"malformed stream event {name!r}: {data[:200]!r}", provider=self._provider)
         kind = obj.get("type") or name
         if kind == "content_block_delta":
-            delta = obj.get("delta") or {}
-            if delta.get("type") == "text_delta" and delta.get("text"):
+            delta = obj.get("delta")
+            if isinstance(delta, dict) and delta.get("type") == "text_delta" and type(delta.get("text")) is str \
+                    and delta["text"]:
                 out.append(delta["text"])
                 if self.want_events:
                     self.events.append(StreamEvent("text", text=delta["text"]))
-            elif delta.get("type") == "input_json_delta":
+            elif isinstance(delta, dict) and delta.get("type") == "input_json_delta":
                 self.tool_buffer().add(obj.get("index"), str(delta.get("partial_json") or ""))
         elif kind == "content_block_start":
-            block = obj.get("content_block") or {}
-            if block.get("type") == "tool_use":
+            block = obj.get("content_block")
+            if isinstance(block, dict) and block.get("type") == "tool_use":
                 self.tool_buffer().start(obj.get("index"), block.get("id"), block.get("name"))
         elif kind == "message_start":
             message = obj.get("message") or {}
@@ -432,7 +436,7 @@ class AnthropicStreamParser(StreamParser):
             if usage.get(key) is not None:
                 self._input[key] = usage[key]
         if usage.get("output_tokens") is not None:
-            self._output_tokens = int(usage["output_tokens"])
+            self._output_tokens = token_count(usage["output_tokens"])
         self.usage = usage_from_json({**self._input, "output_tokens": self._output_tokens})
 
     def close(self) -> list[str]:

@@ -33,10 +33,12 @@ import json
 import logging
 import os
 import re
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from .._keywords import BEDROCK_KEYWORDS
 from .._state import FRESH, Changes, ServerState
 from ..errors import (
     AuthenticationError,
@@ -53,7 +55,7 @@ from ..errors import (
 )
 from ..tools import arguments_object, tool_result_text
 from ..types import Call, Completion, RawResponse, Request, StreamEvent, ToolCall, Usage
-from ._base import Codec, StreamParser, decode_json, describe_body, dumps, split_system, status_error
+from ._base import Codec, StreamParser, decode_json, describe_body, dumps, split_system, status_error, token_count
 
 logger = logging.getLogger("gen_ai")
 
@@ -107,6 +109,7 @@ def _require_botocore() -> Any:
 
 class BedrockCodec(Codec):
     provider = "bedrock"
+    extra_keywords = BEDROCK_KEYWORDS
 
     def __init__(
         self,
@@ -219,6 +222,16 @@ class BedrockCodec(Codec):
             frozen = self._credentials.get_frozen_credentials()
             self._static_secrets = tuple(v for v in (frozen.access_key, frozen.secret_key, frozen.token) if v)
 
+        # Refreshing credentials (roles, SSO, instance metadata) may ask AWS over the network when
+        # they near expiry: the call flow refreshes them first, off the event loop for async calls.
+        # refresh_credentials() hands the frozen credentials to the next signing through _fetched.
+        self.blocking_credentials = self._credentials is not None and hasattr(self._credentials, "refresh_needed")
+        self._fetched: deque[Any] = deque()
+
+    def refresh_credentials(self) -> None:
+        if self._credentials is not None:
+            self._fetched.append(self._credentials.get_frozen_credentials())
+
     @property
     def auth_mode(self) -> str:
         return "bearer" if self._bearer else "sigv4"
@@ -304,7 +317,10 @@ class BedrockCodec(Codec):
 
         # Frozen per request, as botocore's own clients do, so refreshing credentials
         # (roles, SSO) are renewed before they expire.
-        credentials = self._credentials.get_frozen_credentials()
+        try:
+            credentials = self._fetched.popleft()
+        except IndexError:  # build_request called outside the call flow
+            credentials = self._credentials.get_frozen_credentials()
         signer = SigV4Auth(credentials, "bedrock", self.region)
         request = AWSRequest(method="POST", url=url, data=body, headers=headers)
         timestamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -467,7 +483,7 @@ class BedrockStreamParser(StreamParser):
                     text = fragment
                 elif fragment is not None:
                     self.tool_buffer().add(data.get("contentBlockIndex"), str(fragment))
-            if text:
+            if type(text) is str and text:
                 out.append(text)
                 if self.want_events:
                     self.events.append(StreamEvent("text", text=text))
@@ -627,9 +643,9 @@ def _finish_reason(stop: Any, structured_tool: bool) -> str | None:
 def _usage(usage: Any) -> Usage | None:
     if not isinstance(usage, dict):
         return None
-    prompt = int(usage.get("inputTokens") or 0)
-    completion = int(usage.get("outputTokens") or 0)
-    return Usage(prompt, completion, int(usage.get("totalTokens") or prompt + completion))
+    prompt = token_count(usage.get("inputTokens"))
+    completion = token_count(usage.get("outputTokens"))
+    return Usage(prompt, completion, token_count(usage.get("totalTokens")) or prompt + completion)
 
 
 def _error_code_and_message(response: RawResponse) -> tuple[str | None, str]:

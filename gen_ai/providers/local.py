@@ -34,6 +34,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from .._keywords import LOCAL_KEYWORDS
 from ..errors import APITimeoutError, ConfigurationError, InvalidInputError
 from ..types import Call, Completion, RawResponse, Request
 from ._base import Codec, StreamParser, decode_json, dumps
@@ -102,6 +103,7 @@ class LocalCodec(Codec):
     """OpenAI-shaped requests and answers for the in-process model. Pure: no I/O, no llama_cpp."""
 
     provider = "local"
+    extra_keywords = LOCAL_KEYWORDS
 
     def __init__(
         self,

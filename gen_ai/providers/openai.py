@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from .._keywords import OPENAI_KEYWORDS
 from .._sse import SSEDecoder
 from .._state import FRESH, Changes, ServerState
 from ..errors import (
@@ -41,7 +42,17 @@ from ..errors import (
     StreamTruncatedError,
 )
 from ..types import Call, Completion, RawResponse, Request, StreamEvent, ToolCall, Usage
-from ._base import Codec, StreamParser, decode_json, dumps, error_details, json_headers, status_error
+from ._base import (
+    Codec,
+    StreamParser,
+    decode_json,
+    describe_body,
+    dumps,
+    error_details,
+    json_headers,
+    status_error,
+    token_count,
+)
 
 DIALECTS = ("json_schema", "json_object", "tgi", "guided_json", "structured_outputs", "json_schema_field",
             "grammar")
@@ -178,6 +189,7 @@ def add_tools(body: dict[str, Any], call: Call, choice_as_string: bool = False) 
 
 class OpenAICodec(Codec):
     provider = "openai"
+    extra_keywords = OPENAI_KEYWORDS
     env_api_key = "OPENAI_API_KEY"
     env_endpoint = "OPENAI_BASE_URL"
 
@@ -391,16 +403,25 @@ def completion_from_json(data: Any, kind: str, response: RawResponse, provider: 
             f"the response has no 'choices' list: {message[:300]}",
             status_code=response.status, url=response.url, method=response.method, provider=provider,
         )
-    choices = sorted(choices, key=lambda c: c.get("index", 0)) if len(choices) > 1 else choices
+    if not all(isinstance(c, dict) for c in choices):
+        raise ResponseError(
+            f"the response's 'choices' must be a list of objects: {describe_body(response.body)[:300]}",
+            status_code=response.status, url=response.url, method=response.method, provider=provider,
+        )
+    if len(choices) > 1:
+        choices = sorted(choices, key=lambda c: c.get("index") if type(c.get("index")) is int else 0)
     texts: list[str] = []
     reasons: list[str | None] = []
     tool_calls: list[list[ToolCall] | None] | None = None
     for i, choice in enumerate(choices):
         if kind == "chat":
-            answer = choice.get("message") or {}
-            texts.append(answer.get("content") or "")
+            answer = choice.get("message")
+            if not isinstance(answer, dict):
+                answer = {}
+            content = answer.get("content")
+            texts.append(content if type(content) is str else "")
             calls = answer.get("tool_calls")
-            if calls:  # rare path: allocate the per-choice list only when a choice called tools
+            if calls and isinstance(calls, list):  # rare path: the per-choice list only when a choice called tools
                 if tool_calls is None:
                     tool_calls = [None] * len(choices)
                 tool_calls[i] = [ToolCall.from_dict(c, j) for j, c in enumerate(calls) if isinstance(c, dict)]
@@ -409,8 +430,10 @@ def completion_from_json(data: Any, kind: str, response: RawResponse, provider: 
                     reasons.append("tool_calls")
                     continue
         else:
-            texts.append(choice.get("text") or "")
-        reasons.append(choice.get("finish_reason"))
+            text = choice.get("text")
+            texts.append(text if type(text) is str else "")
+        reason = choice.get("finish_reason")
+        reasons.append(reason if reason is None or type(reason) is str else str(reason))
     # raw stays bytes until read (see types._lazy_json).
     return Completion(texts, reasons, usage_from_json(data.get("usage")), data.get("model"), response.body or data,
                       data.get("id"), tool_calls)
@@ -419,9 +442,9 @@ def completion_from_json(data: Any, kind: str, response: RawResponse, provider: 
 def usage_from_json(usage: Any) -> Usage | None:
     if not isinstance(usage, dict):
         return None
-    prompt = usage.get("prompt_tokens") or 0
-    completion = usage.get("completion_tokens") or 0
-    return Usage(prompt, completion, usage.get("total_tokens") or prompt + completion)
+    prompt = token_count(usage.get("prompt_tokens"))
+    completion = token_count(usage.get("completion_tokens"))
+    return Usage(prompt, completion, token_count(usage.get("total_tokens")) or prompt + completion)
 
 
 class OpenAIStreamParser(StreamParser):
@@ -435,6 +458,7 @@ class OpenAIStreamParser(StreamParser):
         self._provider = provider
         self._sse = SSEDecoder()
         self._done = False
+        self._pending: GenAIError | None = None
         self._extra: dict[int, list[str]] = {}
         content_type = (headers.get("content-type") or "").lower()
         self._json_body: list[bytes] | None = [] if content_type.startswith("application/json") else None
@@ -445,12 +469,20 @@ class OpenAIStreamParser(StreamParser):
         return [self.text] + ["".join(self._extra[i]) for i in sorted(self._extra)]
 
     def feed(self, chunk: bytes) -> list[str]:
+        if self._pending is not None:
+            raise self._pending
         if self._json_body is not None:
             self._json_body.append(chunk)
             return []
         out: list[str] = []
-        for _, data in self._sse.feed(chunk):
-            self._event(data, out)
+        try:
+            for _, data in self._sse.feed(chunk):
+                self._event(data, out)
+        except GenAIError as exc:
+            # Hand out the text that came before the error in this chunk first; raise on the next call.
+            if not out:
+                raise
+            self._pending = exc
         if out:
             self.parts.extend(out)
         return out
@@ -472,14 +504,18 @@ class OpenAIStreamParser(StreamParser):
         if self.id is None:
             self.id = obj.get("id")
             self.model = obj.get("model")
-        for choice in obj.get("choices") or ():
+        choices = obj.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            if not isinstance(choice, dict):
+                raise StreamError(f"malformed stream event (a choice is not an object): {data[:200]!r}",
+                                  provider=self._provider)
             if self._chat:
                 delta = choice.get("delta")
-                text = delta.get("content") if delta else None
+                text = delta.get("content") if isinstance(delta, dict) else None
             else:
                 text = choice.get("text")
             index = choice.get("index", 0)
-            if text:
+            if type(text) is str and text:
                 if index == 0:
                     out.append(text)
                     if self.want_events:
@@ -516,6 +552,8 @@ class OpenAIStreamParser(StreamParser):
                 buffer.add(wire, arguments)
 
     def close(self) -> list[str]:
+        if self._pending is not None:
+            raise self._pending
         if self._json_body is not None:
             body = b"".join(self._json_body)
             raw = RawResponse(200, {}, body, "", "POST")
