@@ -21,7 +21,7 @@ from conftest import free_port
 from fault_server import FaultServer, Step, chat_body, chat_chunks
 
 from gen_ai import APIConnectionError, create_client
-from gen_ai._http import HTTPOptions, _NoProxy
+from gen_ai._http_policy import HTTPOptions, _NoProxy
 from gen_ai.errors import ConfigurationError
 
 MESSAGES = [{"role": "user", "content": "hi"}]
