@@ -20,7 +20,9 @@
 
 Every error carries ``message``, ``suggestion``, ``status_code``, ``url``, ``method``,
 ``retryable``, ``provider`` and, when the server sent one, its ``error_type`` and a trimmed
-``body``. Secrets are scrubbed from all of them before the error leaves the client.
+``body``. An error that ends a stream keeps the text that arrived before it in
+``partial_text`` (None when nothing had been streamed yet). Secrets are scrubbed from all of
+them before the error leaves the client.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class GenAIError(Exception):
 
     default_suggestion = ""
     retryable_default = False
+    partial_text: str | None = None
 
     def __init__(
         self,
@@ -84,6 +87,7 @@ class GenAIError(Exception):
             "provider": self.provider,
             "error_type": self.error_type,
             "field": self.field,
+            **({"partial_text": self.partial_text} if self.partial_text is not None else {}),
         }
 
     def redact(self, secrets: Iterable[str]) -> "GenAIError":
@@ -91,7 +95,7 @@ class GenAIError(Exception):
         secrets = [s for s in secrets if s and len(s) >= 4]
         if not secrets:
             return self
-        for name in ("message", "suggestion", "url", "body", "error_type"):
+        for name in ("message", "suggestion", "url", "body", "error_type", "partial_text"):
             value = getattr(self, name)
             if isinstance(value, str):
                 for secret in secrets:

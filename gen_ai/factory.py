@@ -23,7 +23,7 @@ PROVIDERS: dict[str, str] = {
 
 # Options that belong to the Client (transport, retries); everything else goes to the codec.
 _CLIENT_OPTIONS = ("max_retries", "timeout", "schema_retries", "max_connections", "hooks", "telemetry",
-                   "follow_redirects", "proxy", "trust_env", "verify", "cert")
+                   "follow_redirects", "proxy", "trust_env", "verify", "cert", "allow_local_files")
 
 
 def create_client(
@@ -43,7 +43,9 @@ def create_client(
     ``follow_redirects`` (default False; True follows same-origin redirects only), ``proxy``
     (default: ``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY``/``NO_PROXY``), ``trust_env``
     (default True: read those variables), ``verify`` (True, a CA bundle path, or False) and
-    ``cert`` (a client certificate: a path, or ``(cert, key)``). Provider options, e.g.
+    ``cert`` (a client certificate: a path, or ``(cert, key)``), ``allow_local_files`` (default
+    False: image parts inside messages may not name local files; see docs/security.md). Provider
+    options, e.g.
     ``dialect`` for "openai", are passed to the provider.
     """
     if not isinstance(provider, str) or provider.lower() not in PROVIDERS:

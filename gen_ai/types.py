@@ -50,9 +50,13 @@ class Usage:
 
 
 class Request:
-    """One HTTP request, as a provider codec builds it. ``body`` is already encoded."""
+    """One HTTP request, as a provider codec builds it. ``body`` is already encoded.
 
-    __slots__ = ("method", "url", "headers", "body", "stream")
+    ``facts`` is what the codec read from the learned server state to build it (for example
+    the structured-output dialect), handed back to ``codec.fallback`` when the request fails:
+    a fallback is decided from what the failed request used, not from the state as it is now."""
+
+    __slots__ = ("method", "url", "headers", "body", "stream", "facts")
 
     def __init__(
         self,
@@ -61,12 +65,14 @@ class Request:
         headers: dict[str, str],
         body: bytes | None = None,
         stream: bool = False,
+        facts: Any = None,
     ) -> None:
         self.method = method
         self.url = url
         self.headers = headers
         self.body = body
         self.stream = stream
+        self.facts = facts
 
     def __repr__(self) -> str:  # headers hold credentials: never show them
         return f"Request({self.method} {self.url}, stream={self.stream})"

@@ -153,6 +153,7 @@ class _Engine:
                       transport: Any) -> None:
         client = self.client
         codec, secrets, max_retries = client.codec, client.secrets(), client.max_retries
+        state = client.server_state  # what the client learned (dialect, n limit) serves the batch too
         gate = self.gate
         wt = _WorkerTransport(gate, transport)
         for key, payload in items:
@@ -169,7 +170,8 @@ class _Engine:
             wt.debited = cost
             observer: Any = gate if self.observer is None else self._item_observer(call)
             try:
-                result = await _core.run_async(_core.call_flow(codec, call, max_retries, observer), wt, secrets)
+                result = await _core.run_async(_core.call_flow(codec, call, max_retries, observer, state), wt,
+                                               secrets)
             except Exception as exc:
                 if not isinstance(exc, GenAIError):
                     logger.exception("gen_ai: unexpected error in a batch item")
@@ -211,7 +213,8 @@ class _Engine:
                 wt.cost = _estimate_tokens(call) if gate.tokens is not None else 0.0
                 wt.debited = 0.0
                 observer = gate if self.observer is None else self._item_observer(call)
-                result = _core.run_sync(_core.call_flow(codec, call, max_retries, observer), wt, secrets)
+                result = _core.run_sync(_core.call_flow(codec, call, max_retries, observer, self.client.server_state),
+                                        wt, secrets)
             except Exception as exc:
                 if not isinstance(exc, GenAIError):
                     logger.exception("gen_ai: unexpected error in a batch item")

@@ -1,31 +1,44 @@
 """What every provider codec shares: the codec contract and helpers for reading bodies and errors.
 
 A codec is pure: it turns a ``Call`` into a ``Request`` and response bytes into results or
-errors, and never touches the network. The call flow in ``gen_ai/_core.py`` drives it:
+errors, and never touches the network. What a client learns about its server is not kept in
+the codec but in a ``ServerState`` (``gen_ai/_state.py``) that the flow passes in. The call
+flow in ``gen_ai/_core.py`` drives it:
 
-    build_request(call)            -> Request
+    build_request(call, state)     -> Request (``request.facts``: the learned facts it used)
     parse_response(call, raw)      -> Completion
     parse_error(raw)               -> GenAIError (an APIStatusError subclass)
     stream_parser(call, headers)   -> StreamParser: feed(bytes) -> [text deltas]; close()
-    probe_request(call)            -> Request | None   (optional one-time probe, e.g. dialects)
-    learn(call, raw_or_None)       -> None             (reads the probe's answer)
-    fallback(call, error)          -> bool             (True: codec adapted, send again)
+    probe_request(call, state)     -> Request | None   (optional one-time probe, e.g. dialects)
+    learn(call, request, raw_or_None, found) -> Request | None
+                                   (reads a probe's answer into the dict ``found``; may ask a follow-up)
+    fallback(call, request, error, state) -> changes | None
+                                   (facts to change, as {name: (value the request used, new)}:
+                                    the flow applies them to the state and sends again)
+    refresh_credentials()          -> None             (may block; run off the event loop when
+                                                        ``blocking_credentials`` is true)
+
+``extra_keywords`` lists, per call kind, the extra keyword arguments the client lets through
+(see gen_ai/_keywords.py); None lets everything through.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from .._retry import parse_retry_after
+from .._state import FRESH, Changes, ServerState
 from ..errors import (
     ContentFilterError,
     GenAIError,
     InvalidInputError,
     ResponseError,
     ServerError,
+    StreamError,
     error_class_for_status,
     is_retryable_status,
 )
@@ -36,8 +49,75 @@ _TAG_RE = re.compile(r"<[^>]+>")
 BODY_LIMIT = 2000
 
 
+# What parsing code raises when a body is JSON of an unexpected shape ({"choices": ["x"]}, a
+# number where a dict was expected, 1e400, deep nesting). Codecs check the shapes they rely on;
+# this net, put around every codec's parse_response / parse_error and every stream parser's
+# feed / close by the base classes below, turns whatever a check missed into a gen_ai error, so
+# nothing else escapes the error tree (tests/test_fuzz_codecs.py).
+_SHAPE_ERRORS = (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError, RecursionError)
+
+
+def _shape_message(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+def _guard_parse_response(fn: Any) -> Any:
+    @functools.wraps(fn)
+    def parse_response(self: Any, call: Call, response: RawResponse) -> Completion:
+        try:
+            return fn(self, call, response)  # type: ignore[no-any-return]
+        except _SHAPE_ERRORS as exc:
+            raise ResponseError(
+                f"the response is JSON but not in the shape the {self.provider} API returns "
+                f"({_shape_message(exc)}): {describe_body(response.body)[:200]}",
+                status_code=response.status, url=response.url, method=response.method, provider=self.provider,
+                body=_text(response.body)[:BODY_LIMIT],
+            ) from None
+    return parse_response
+
+
+def _guard_parse_error(fn: Any) -> Any:
+    @functools.wraps(fn)
+    def parse_error(self: Any, response: RawResponse) -> GenAIError:
+        try:
+            return fn(self, response)  # type: ignore[no-any-return]
+        except _SHAPE_ERRORS as exc:
+            return status_error(response, self.provider, f"the server answered HTTP {response.status} with an "
+                                f"error body gen_ai could not read ({_shape_message(exc)})")
+    return parse_error
+
+
+def _guard_stream(fn: Any) -> Any:
+    @functools.wraps(fn)
+    def method(self: Any, *args: Any) -> list[str]:
+        try:
+            return fn(self, *args)  # type: ignore[no-any-return]
+        except _SHAPE_ERRORS as exc:
+            raise StreamError(f"malformed stream event ({_shape_message(exc)})",
+                              provider=getattr(self, "_provider", None)) from None
+    return method
+
+
+def token_count(value: Any) -> int:
+    """A usage count from a response: a whole number >= 0, anything else (null, text, a list,
+    NaN, 1e400) counts 0 rather than failing an answer that arrived."""
+    if type(value) is int:
+        return value if value >= 0 else 0
+    if type(value) is float and value == value and 0 <= value < 2**63:
+        return int(value)
+    return 0
+
+
 class StreamParser:
-    """Base of every codec's stream parser: accumulates text, usage and the finish reason."""
+    """Base of every codec's stream parser: accumulates text, usage and the finish reason.
+
+    Subclasses' ``feed`` and ``close`` raise only gen_ai errors (see ``_SHAPE_ERRORS``)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in ("feed", "close"):
+            if name in cls.__dict__:
+                setattr(cls, name, _guard_stream(cls.__dict__[name]))
 
     def __init__(self) -> None:
         self.parts: list[str] = []
@@ -80,10 +160,27 @@ def header_secrets(headers: Mapping[str, str]) -> tuple[str, ...]:
 
 
 class Codec:
-    """Defaults for the optional parts of the codec contract."""
+    """Defaults for the optional parts of the codec contract.
+
+    Subclasses' ``parse_response`` raises and ``parse_error`` returns only gen_ai errors,
+    whatever the body holds (see ``_SHAPE_ERRORS``)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "parse_response" in cls.__dict__:
+            cls.parse_response = _guard_parse_response(cls.__dict__["parse_response"])  # type: ignore[method-assign]
+        if "parse_error" in cls.__dict__:
+            cls.parse_error = _guard_parse_error(cls.__dict__["parse_error"])  # type: ignore[method-assign]
 
     provider = "base"
     _headers: dict[str, str] = {}
+    extra_keywords: Mapping[str, frozenset[str]] | None = None
+    # True when build_request would otherwise block (a token callable, refreshing AWS
+    # credentials): the call flow then runs refresh_credentials() first, off the event loop.
+    blocking_credentials = False
+
+    def refresh_credentials(self) -> None:
+        return None
 
     def secrets(self) -> tuple[str, ...]:
         """Every credential value this codec holds, to be scrubbed from errors and logs.
@@ -91,16 +188,17 @@ class Codec:
         By default: the credential headers it sends (its own and any the user passed)."""
         return header_secrets(self._headers)
 
-    def probe_request(self, call: Call) -> Request | None:
+    def probe_request(self, call: Call, state: ServerState) -> Request | None:
         return None
 
-    def learn(self, call: Call, response: RawResponse | None) -> None:
+    def learn(self, call: Call, request: Request, response: RawResponse | None,
+              found: dict[str, Any]) -> Request | None:
         return None
 
-    def fallback(self, call: Call, error: GenAIError) -> bool:
-        return False
+    def fallback(self, call: Call, request: Request, error: GenAIError, state: ServerState) -> Changes | None:
+        return None
 
-    def build_request(self, call: Call) -> Request:  # pragma: no cover - abstract
+    def build_request(self, call: Call, state: ServerState = FRESH) -> Request:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def parse_response(self, call: Call, response: RawResponse) -> Completion:  # pragma: no cover

@@ -28,7 +28,9 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from .._keywords import ANTHROPIC_KEYWORDS
 from .._sse import SSEDecoder
+from .._state import FRESH, Changes, ServerState
 from ..errors import (
     APIStatusError,
     AuthenticationError,
@@ -55,6 +57,7 @@ from ._base import (
     json_headers,
     split_system,
     status_error,
+    token_count,
 )
 
 DEFAULT_ENDPOINT = "https://api.anthropic.com"
@@ -84,6 +87,7 @@ _ERROR_TYPES: dict[str, tuple[type[APIStatusError], bool]] = {
     "timeout_error": (ServerError, True),
 }
 _SAMPLING_WORDS = ("temperature", "top_p", "top_k", "sampling")
+_SAMPLING_FIELDS = frozenset({"temperature", "top_p"})
 _RETRYABLE_STREAM_ERRORS = frozenset({"overloaded_error", "api_error", "rate_limit_error", "timeout_error"})
 
 
@@ -101,6 +105,7 @@ def _base_url(endpoint: str) -> str:
 
 class AnthropicCodec(Codec):
     provider = "anthropic"
+    extra_keywords = ANTHROPIC_KEYWORDS
     env_api_key = "ANTHROPIC_API_KEY"
     env_endpoint = "ANTHROPIC_BASE_URL"
 
@@ -136,7 +141,8 @@ class AnthropicCodec(Codec):
         self.model_name = model_name
         self._api_key = api_key or None
         self.strict_schema = strict_schema
-        # None: send temperature/top_p until the API rejects them; True: always; False: never.
+        # None: send temperature/top_p until the API rejects them (learned in the client's
+        # ServerState.rejected_fields); True: always; False: never.
         self.sampling_params = sampling_params
         self._send_sampling = sampling_params is not False
         credentials = {"x-api-key": self._api_key} if self._api_key else {}
@@ -144,7 +150,7 @@ class AnthropicCodec(Codec):
 
     # -- requests -------------------------------------------------------------------------
 
-    def build_body(self, call: Call) -> dict[str, Any]:
+    def build_body(self, call: Call, state: ServerState = FRESH) -> dict[str, Any]:
         if call.kind == "chat":
             system, messages = convert_messages(call.messages or [])
         else:
@@ -152,7 +158,7 @@ class AnthropicCodec(Codec):
         body: dict[str, Any] = {"model": self.model_name, "max_tokens": call.max_tokens, "messages": messages}
         if system:
             body["system"] = system
-        if self._send_sampling:
+        if self._send_sampling and "temperature" not in state.rejected_fields:
             body["temperature"] = call.temperature
             if call.top_p != 1.0:
                 body["top_p"] = call.top_p
@@ -171,20 +177,21 @@ class AnthropicCodec(Codec):
             body.update(extra)
         return body
 
-    def build_request(self, call: Call) -> Request:
+    def build_request(self, call: Call, state: ServerState = FRESH) -> Request:
         headers = self._headers
         if call.stream:
             headers = {**headers, "Accept": "text/event-stream"}
-        return Request("POST", self._url, headers, dumps(self.build_body(call)), call.stream)
+        return Request("POST", self._url, headers, dumps(self.build_body(call, state)), call.stream,
+                       state.rejected_fields)
 
-    def fallback(self, call: Call, error: GenAIError) -> bool:
-        if self.sampling_params is not None or not self._send_sampling or error.status_code != 400:
-            return False
+    def fallback(self, call: Call, request: Request, error: GenAIError, state: ServerState) -> Changes | None:
+        used = request.facts if request.facts is not None else frozenset()
+        if self.sampling_params is not None or "temperature" in used or error.status_code != 400:
+            return None
         message = (error.message or "").lower()
         if not any(word in message for word in _SAMPLING_WORDS):
-            return False
-        self._send_sampling = False
-        return True
+            return None
+        return {"rejected_fields": (used, used | _SAMPLING_FIELDS)}
 
     # -- responses ------------------------------------------------------------------------
 
@@ -239,9 +246,9 @@ def usage_from_json(usage: Any) -> Usage | None:
     """input_tokens excludes cached prompt tokens; prompt_tokens counts them all."""
     if not isinstance(usage, dict):
         return None
-    prompt = sum(int(usage.get(k) or 0) for k in
+    prompt = sum(token_count(usage.get(k)) for k in
                  ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
-    return Usage(prompt, int(usage.get("output_tokens") or 0))
+    return Usage(prompt, token_count(usage.get("output_tokens")))
 
 
 def convert_messages(messages: list[dict[str, Any]]) -> tuple[str | None, list[dict[str, Any]]]:
@@ -329,8 +336,9 @@ class AnthropicStreamParser(StreamParser):
             raise StreamError(f"malformed stream event {name!r}: {data[:200]!r}", provider=self._provider)
         kind = obj.get("type") or name
         if kind == "content_block_delta":
-            delta = obj.get("delta") or {}
-            if delta.get("type") == "text_delta" and delta.get("text"):
+            delta = obj.get("delta")
+            if isinstance(delta, dict) and delta.get("type") == "text_delta" and type(delta.get("text")) is str \
+                    and delta["text"]:
                 out.append(delta["text"])
         elif kind == "message_start":
             message = obj.get("message") or {}
@@ -365,7 +373,7 @@ class AnthropicStreamParser(StreamParser):
             if usage.get(key) is not None:
                 self._input[key] = usage[key]
         if usage.get("output_tokens") is not None:
-            self._output_tokens = int(usage["output_tokens"])
+            self._output_tokens = token_count(usage["output_tokens"])
         self.usage = usage_from_json({**self._input, "output_tokens": self._output_tokens})
 
     def close(self) -> list[str]:

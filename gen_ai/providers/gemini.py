@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from .._keywords import GEMINI_GENERATION, GEMINI_KEYWORDS
 from .._sse import SSEDecoder
 from ..errors import (
     AuthenticationError,
@@ -43,7 +44,17 @@ from ..errors import (
 )
 from ..images import split_data_url
 from ..types import Call, Completion, RawResponse, Request, Usage
-from ._base import Codec, StreamParser, decode_json, dumps, error_details, json_headers, split_system, status_error
+from ._base import (
+    Codec,
+    StreamParser,
+    decode_json,
+    dumps,
+    error_details,
+    json_headers,
+    split_system,
+    status_error,
+    token_count,
+)
 
 DEFAULT_ENDPOINT = "https://generativelanguage.googleapis.com/v1beta"
 
@@ -53,11 +64,7 @@ FINISH_REASONS = {"STOP": "stop", "MAX_TOKENS": "length", "MALFORMED_FUNCTION_CA
 BLOCK_REASONS = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII",
                            "IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION"})
 # Keywords that belong inside generationConfig when passed as extra keywords.
-_GENERATION_FIELDS = frozenset({
-    "stopSequences", "topK", "seed", "presencePenalty", "frequencyPenalty", "responseLogprobs",
-    "logprobs", "thinkingConfig", "responseModalities", "mediaResolution", "speechConfig",
-    "enableEnhancedCivicAnswers", "imageConfig", "responseSchema",
-})
+_GENERATION_FIELDS = GEMINI_GENERATION
 # google.rpc status -> (class, retryable), for bodies whose HTTP status says less.
 _STATUSES: dict[str, tuple[type[GenAIError], bool]] = {
     "RESOURCE_EXHAUSTED": (RateLimitError, True),
@@ -87,6 +94,7 @@ def _base_url(endpoint: str) -> str:
 
 class GeminiCodec(Codec):
     provider = "gemini"
+    extra_keywords = GEMINI_KEYWORDS
     env_api_keys = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
     env_endpoint = "GOOGLE_GEMINI_BASE_URL"
 
@@ -161,7 +169,7 @@ class GeminiCodec(Codec):
         body["generationConfig"] = config
         return body
 
-    def build_request(self, call: Call) -> Request:
+    def build_request(self, call: Call, state: Any = None) -> Request:
         headers = self._headers
         if call.stream:
             headers = {**headers, "Accept": "text/event-stream"}
@@ -224,18 +232,22 @@ def map_finish_reason(reason: Any) -> str | None:
 
 
 def candidate_text(candidate: dict[str, Any]) -> str:
-    parts = (candidate.get("content") or {}).get("parts") or ()
-    return "".join(str(p.get("text") or "") for p in parts if isinstance(p, dict) and not p.get("thought"))
+    content = candidate.get("content")
+    parts = content.get("parts") if isinstance(content, dict) else None
+    if not isinstance(parts, list):
+        return ""
+    return "".join(p["text"] for p in parts
+                   if isinstance(p, dict) and type(p.get("text")) is str and not p.get("thought"))
 
 
 def usage_from_json(usage: Any) -> Usage | None:
     if not isinstance(usage, dict):
         return None
-    prompt = int(usage.get("promptTokenCount") or 0)
+    prompt = token_count(usage.get("promptTokenCount"))
     # Thinking tokens are billed as output.
-    completion = int(usage.get("candidatesTokenCount") or 0) + int(usage.get("thoughtsTokenCount") or 0)
+    completion = token_count(usage.get("candidatesTokenCount")) + token_count(usage.get("thoughtsTokenCount"))
     total = usage.get("totalTokenCount")
-    return Usage(prompt, completion, int(total) if total is not None else None)
+    return Usage(prompt, completion, token_count(total) if total is not None else None)
 
 
 def blocked_error(reason: str, provider: str, detail: Any = None, *, prompt: bool = False) -> ContentFilterError:

@@ -34,6 +34,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from .._keywords import LOCAL_KEYWORDS
 from ..errors import APITimeoutError, ConfigurationError, InvalidInputError
 from ..types import Call, Completion, RawResponse, Request
 from ._base import Codec, StreamParser, decode_json, dumps
@@ -99,6 +100,7 @@ class LocalCodec(Codec):
     """OpenAI-shaped requests and answers for the in-process model. Pure: no I/O, no llama_cpp."""
 
     provider = "local"
+    extra_keywords = LOCAL_KEYWORDS
 
     def __init__(
         self,
@@ -147,7 +149,7 @@ class LocalCodec(Codec):
     def __repr__(self) -> str:
         return f"<LocalCodec model={self.model_path!r} n_ctx={self.n_ctx}>"
 
-    def build_request(self, call: Call) -> Request:
+    def build_request(self, call: Call, state: Any = None) -> Request:
         messages = [_flatten(i, m) for i, m in enumerate(call.messages or [])] if call.kind == "chat" else None
         body = base_body(call, self.model_id, messages)
         if call.schema is not None:
