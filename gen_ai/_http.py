@@ -520,8 +520,12 @@ class AsyncTransport:
         read = self._timeout.read
         if read is not None and read > timeout:  # open within the deadline, then the idle timeout
             connection = resp.connection
-            if connection is not None and connection.protocol is not None:
-                connection.protocol.read_timeout = read
+            protocol = connection.protocol if connection is not None else None
+            if protocol is not None:
+                protocol.read_timeout = read
+                restart = getattr(protocol, "start_timeout", None)  # re-arm: the running timer has
+                if restart is not None:                              # the open's shorter limit
+                    restart()
         return AsyncStreamResponse(resp, request, self._secrets)
 
     async def open_stream(self, request: Request, timeout: float) -> "AsyncStreamResponse | RawResponse":
