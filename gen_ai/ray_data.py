@@ -125,7 +125,7 @@ class _Predictor:
     def __init__(self, provider: str = "openai", endpoint: str | None = None, model_name: str | None = None,
                  *, api_key: str | None = None, input_column: str | None = None,
                  output_column: str = "answer", max_concurrent: int = 16, max_tokens: int = 256,
-                 temperature: float = 0, top_p: float = 1.0, timeout: float = 60,
+                 temperature: float = 0, top_p: float = 1.0, timeout: float | None = None,
                  requests_per_minute: float | None = None, tokens_per_minute: float | None = None,
                  client_options: dict[str, Any] | None = None, shared_limits: bool = True,
                  limits_name: str | None = None, **extra: Any) -> None:
