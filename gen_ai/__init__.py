@@ -5,6 +5,7 @@
     print(client.run_chat_completions([{"role": "user", "content": "Hi"}]))
 """
 
+from ._http import Timeout
 from .client import AsyncTextStream, Client, TextStream
 from .errors import (
     APIConnectionError,
@@ -18,6 +19,7 @@ from .errors import (
     InvalidInputError,
     NotFoundError,
     RateLimitError,
+    RedirectError,
     ResponseError,
     SchemaValidationError,
     ServerError,
@@ -32,6 +34,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "create_client",
+    "Timeout",
     "Client",
     "TextStream",
     "AsyncTextStream",
@@ -49,6 +52,7 @@ __all__ = [
     "AuthenticationError",
     "NotFoundError",
     "RateLimitError",
+    "RedirectError",
     "ServerError",
     "APIConnectionError",
     "APITimeoutError",

@@ -290,12 +290,14 @@ def request_flow(codec: Any, call: Call, deadline: float, max_retries: int,
         yield Sleep(delay)
 
 
-def probe_flow(codec: Any, call: Call, state: ServerState) -> Flow:
+def probe_flow(codec: Any, call: Call, state: ServerState, deadline: float | None = None) -> Flow:
     """The codec's one-time detection (guided_json dialects), if it wants one: run once per
-    state, however many calls arrive at the same moment (the others wait for its answer)."""
+    state, however many calls arrive at the same moment (the others wait for its answer). It
+    spends the call's own time (``deadline``), at most 10 s of it."""
     if codec.probe_request(call, state) is None:
         return
-    timeout = min(10.0, call.timeout)
+    budget = call.timeout if deadline is None else deadline - time.monotonic()
+    timeout = max(0.001, min(10.0, budget))
     yield Once(state.probe, lambda: _detect_flow(codec, call, state, timeout), 2 * timeout)
 
 
@@ -341,7 +343,7 @@ def call_flow(codec: Any, call: Call, max_retries: int, observer: Observer | Non
     if state is None:  # a caller without a client's state: learn for this call only
         state = ServerState()
     if call.schema is not None:
-        yield from probe_flow(codec, call, state)
+        yield from probe_flow(codec, call, state, deadline)
     first = call
     if call.n > 1 and state.max_n is not None and call.n > state.max_n:
         first = call.replace(n=1)  # learned: this server does not take this n; top up below
@@ -430,12 +432,13 @@ def call_flow(codec: Any, call: Call, max_retries: int, observer: Observer | Non
 
 
 def stream_open_flow(codec: Any, call: Call, max_retries: int, state: ServerState | None = None) -> Flow:
-    """Open a stream (with the same retries as any call); returns the open 2xx response."""
+    """Open a stream (with the same retries as any call); returns the open 2xx response. The
+    call's timeout covers the dialect probe as well."""
     if state is None:
         state = ServerState()
-    if call.schema is not None:
-        yield from probe_flow(codec, call, state)
     deadline = time.monotonic() + call.timeout
+    if call.schema is not None:
+        yield from probe_flow(codec, call, state, deadline)
     return (yield from request_flow(codec, call, deadline, max_retries, None, state))
 
 

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Generator, Iterator
 from typing import Any, TypeVar
 
 from . import _core
-from ._http import AsyncTransport, SyncTransport, Timeouts
+from ._http import AsyncTransport, HTTPOptions, SyncTransport
 from ._state import ServerState
 from .errors import GenAIError, InvalidInputError, SchemaValidationError
 from .types import Call, ChatResult, ChatResults, Usage
@@ -178,6 +178,11 @@ class Client:
         allow_local_files: bool = False,
         hooks: Any = None,
         telemetry: Any = "auto",
+        follow_redirects: bool = False,
+        proxy: str | None = None,
+        trust_env: bool = True,
+        verify: Any = True,
+        cert: Any = None,
     ) -> None:
         if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
             raise InvalidInputError(f"max_retries must be a whole number >= 0, got {max_retries!r}",
@@ -188,8 +193,10 @@ class Client:
         if not isinstance(allow_local_files, bool):
             raise InvalidInputError(f"allow_local_files must be True or False, got {allow_local_files!r}",
                                     field="allow_local_files")
-        timeouts = Timeouts.from_option(timeout)
-        self._timeouts = timeouts
+        # The network policy (docs/security.md), shared by both transports.
+        options = HTTPOptions(timeout, follow_redirects=follow_redirects, proxy=proxy, trust_env=trust_env,
+                              verify=verify, cert=cert)
+        self._timeouts = options  # what new_async_transport() copies: the whole policy, not just timeouts
         self._codec = codec
         # Image parts inside messages may name local files only when the caller opts in.
         self.allow_local_files = allow_local_files
@@ -197,9 +204,12 @@ class Client:
         self._state = ServerState()
         self.max_retries = max_retries
         self.schema_retries = schema_retries
-        self._transport = transport if transport is not None else SyncTransport(timeouts)
+        self.timeout = options.timeout
+        self._default_timeout = options.timeout.total  # a call's timeout when it passes none
+        self._net_secrets = options.secrets()
+        self._transport = transport if transport is not None else SyncTransport(options)
         self._async_transport = (async_transport if async_transport is not None
-                                 else AsyncTransport(timeouts, max_connections))
+                                 else AsyncTransport(options, max_connections))
         self._hooks = _make_hooks(hooks, telemetry, codec)
 
     # -- introspection ----------------------------------------------------------------------
@@ -207,7 +217,7 @@ class Client:
     @property
     def _secrets(self) -> tuple[str, ...]:
         # Asked each time: some credentials change (token callables, refreshed AWS credentials).
-        return tuple(self._codec.secrets())
+        return tuple(self._codec.secrets()) + self._net_secrets
 
     @property
     def provider(self) -> str:
@@ -244,7 +254,7 @@ class Client:
         return self._async_transport
 
     def new_async_transport(self, max_connections: int) -> Any:
-        """A fresh async pool with this client's timeouts, for a private event loop (the caller
+        """A fresh async pool with this client's network policy, for a private event loop (the caller
         closes it); None when the client's async transport is not an HTTP pool."""
         if not isinstance(self._async_transport, AsyncTransport):
             return None
@@ -291,6 +301,8 @@ class Client:
                    extra: dict[str, Any]) -> tuple[Call, bool]:
         """The validated Call, and whether its messages still hold images to prepare (the part
         that may block: async callers run ``_prepare_images`` off the event loop)."""
+        if timeout is None:
+            timeout = self._default_timeout
         validate_params(max_tokens, temperature, top_p, n, timeout)
         if extra:
             extra = _check_extra(extra, self._codec, kind)
@@ -379,7 +391,7 @@ class Client:
     # -- chat -------------------------------------------------------------------------------
 
     def run_chat_completions(self, messages: list[dict[str, Any]], max_tokens: int = 256,
-                             temperature: float = 0, top_p: float = 1.0, n: int = 1, timeout: float = 30,
+                             temperature: float = 0, top_p: float = 1.0, n: int = 1, timeout: float | None = None,
                              guided_json: Any = None, return_error: bool = False,
                              schema_retries: int | None = None, **extra: Any) -> Any:
         """Chat completion. Returns the answer as a ``ChatResult`` (a ``str``); a ``ChatResults``
@@ -389,7 +401,7 @@ class Client:
 
     async def arun_chat_completions(self, messages: list[dict[str, Any]], max_tokens: int = 256,
                                     temperature: float = 0, top_p: float = 1.0, n: int = 1,
-                                    timeout: float = 30, guided_json: Any = None,
+                                    timeout: float | None = None, guided_json: Any = None,
                                     return_error: bool = False, schema_retries: int | None = None,
                                     **extra: Any) -> Any:
         return await self._arun(lambda: self._make_call("chat", messages, max_tokens, temperature, top_p, n,
@@ -398,7 +410,7 @@ class Client:
 
     def run_chat_completions_stream(self, messages: list[dict[str, Any]], max_tokens: int = 256,
                                     temperature: float = 0, top_p: float = 1.0, n: int = 1,
-                                    timeout: float = 30, guided_json: Any = None,
+                                    timeout: float | None = None, guided_json: Any = None,
                                     return_error: bool = False, **extra: Any) -> "TextStream":
         """Yields text deltas as they arrive; the returned stream has ``.usage``,
         ``.finish_reason``, ``.text`` once iteration ends."""
@@ -407,7 +419,7 @@ class Client:
 
     def arun_chat_completions_stream(self, messages: list[dict[str, Any]], max_tokens: int = 256,
                                      temperature: float = 0, top_p: float = 1.0, n: int = 1,
-                                     timeout: float = 30, guided_json: Any = None,
+                                     timeout: float | None = None, guided_json: Any = None,
                                      return_error: bool = False, **extra: Any) -> "AsyncTextStream":
         return self._stream(AsyncTextStream, "chat", messages, max_tokens, temperature, top_p, n, timeout,
                             guided_json, return_error, extra)
@@ -415,7 +427,7 @@ class Client:
     # -- text completions -------------------------------------------------------------------
 
     def run_completions(self, prompt: str, max_tokens: int = 256, temperature: float = 0,
-                        top_p: float = 1.0, n: int = 1, timeout: float = 30, guided_json: Any = None,
+                        top_p: float = 1.0, n: int = 1, timeout: float | None = None, guided_json: Any = None,
                         return_error: bool = False, schema_retries: int | None = None,
                         **extra: Any) -> Any:
         """Text completion of ``prompt``; same parameters and results as chat."""
@@ -423,7 +435,7 @@ class Client:
                                             timeout, guided_json, schema_retries, False, extra), return_error)
 
     async def arun_completions(self, prompt: str, max_tokens: int = 256, temperature: float = 0,
-                               top_p: float = 1.0, n: int = 1, timeout: float = 30,
+                               top_p: float = 1.0, n: int = 1, timeout: float | None = None,
                                guided_json: Any = None, return_error: bool = False,
                                schema_retries: int | None = None, **extra: Any) -> Any:
         return await self._arun(lambda: self._make_call("completion", prompt, max_tokens, temperature, top_p,
@@ -431,14 +443,14 @@ class Client:
                                 return_error)
 
     def run_completions_stream(self, prompt: str, max_tokens: int = 256, temperature: float = 0,
-                               top_p: float = 1.0, n: int = 1, timeout: float = 30,
+                               top_p: float = 1.0, n: int = 1, timeout: float | None = None,
                                guided_json: Any = None, return_error: bool = False,
                                **extra: Any) -> "TextStream":
         return self._stream(TextStream, "completion", prompt, max_tokens, temperature, top_p, n, timeout,
                             guided_json, return_error, extra)
 
     def arun_completions_stream(self, prompt: str, max_tokens: int = 256, temperature: float = 0,
-                                top_p: float = 1.0, n: int = 1, timeout: float = 30,
+                                top_p: float = 1.0, n: int = 1, timeout: float | None = None,
                                 guided_json: Any = None, return_error: bool = False,
                                 **extra: Any) -> "AsyncTextStream":
         return self._stream(AsyncTextStream, "completion", prompt, max_tokens, temperature, top_p, n, timeout,
@@ -458,7 +470,7 @@ class Client:
 
     def run_vision_request(self, prompt: Any, image_paths: Any, stream: bool = False, guided_json: Any = None,
                            return_error: bool = False, max_tokens: int = 256, temperature: float = 0,
-                           top_p: float = 1.0, timeout: float = 30, max_image_side: int | None = None,
+                           top_p: float = 1.0, timeout: float | None = None, max_image_side: int | None = None,
                            detail: str | None = None, max_image_bytes: int = 20 * 1024 * 1024,
                            **extra: Any) -> Any:
         """Ask about images. ``prompt`` is text or chat messages; ``image_paths`` a list of local
@@ -478,7 +490,7 @@ class Client:
 
     def arun_vision_request(self, prompt: Any, image_paths: Any, stream: bool = False,
                             guided_json: Any = None, return_error: bool = False, max_tokens: int = 256,
-                            temperature: float = 0, top_p: float = 1.0, timeout: float = 30,
+                            temperature: float = 0, top_p: float = 1.0, timeout: float | None = None,
                             max_image_side: int | None = None, detail: str | None = None,
                             max_image_bytes: int = 20 * 1024 * 1024, **extra: Any) -> Any:
         """Async twin of ``run_vision_request``: ``await`` it for the answer. With ``stream=True``
@@ -515,7 +527,7 @@ class Client:
 
     def run_chat_completions_batch(self, messages_list: list[list[dict[str, Any]]], max_tokens: int = 256,
                                    temperature: float = 0, top_p: float = 1.0, n: int = 1,
-                                   timeout: float = 60, guided_json: Any = None, concurrent: bool = True,
+                                   timeout: float | None = None, guided_json: Any = None, concurrent: bool = True,
                                    max_concurrent: int = 5, return_error: bool = False, progress: Any = None,
                                    requests_per_minute: float | None = None,
                                    tokens_per_minute: float | None = None, **extra: Any) -> Any:
@@ -524,14 +536,15 @@ class Client:
         from .batch import run_batch
 
         return run_batch(self, "chat", messages_list, max_tokens=max_tokens, temperature=temperature,
-                         top_p=top_p, n=n, timeout=timeout, guided_json=guided_json, concurrent=concurrent,
-                         max_concurrent=max_concurrent, return_error=return_error, progress=progress,
+                         top_p=top_p, n=n, timeout=self._timeout_for(timeout), guided_json=guided_json,
+                         concurrent=concurrent, max_concurrent=max_concurrent, return_error=return_error,
+                         progress=progress,
                          requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute,
                          **extra)
 
     async def arun_chat_completions_batch(self, messages_list: list[list[dict[str, Any]]],
                                           max_tokens: int = 256, temperature: float = 0, top_p: float = 1.0,
-                                          n: int = 1, timeout: float = 60, guided_json: Any = None,
+                                          n: int = 1, timeout: float | None = None, guided_json: Any = None,
                                           concurrent: bool = True, max_concurrent: int = 5,
                                           return_error: bool = False, progress: Any = None,
                                           requests_per_minute: float | None = None,
@@ -539,14 +552,14 @@ class Client:
         from .batch import arun_batch
 
         return await arun_batch(self, "chat", messages_list, max_tokens=max_tokens, temperature=temperature,
-                                top_p=top_p, n=n, timeout=timeout, guided_json=guided_json,
+                                top_p=top_p, n=n, timeout=self._timeout_for(timeout), guided_json=guided_json,
                                 concurrent=concurrent, max_concurrent=max_concurrent,
                                 return_error=return_error, progress=progress,
                                 requests_per_minute=requests_per_minute,
                                 tokens_per_minute=tokens_per_minute, **extra)
 
     def run_completions_batch(self, prompts: list[str], max_tokens: int = 256, temperature: float = 0,
-                              top_p: float = 1.0, n: int = 1, timeout: float = 60, guided_json: Any = None,
+                              top_p: float = 1.0, n: int = 1, timeout: float | None = None, guided_json: Any = None,
                               concurrent: bool = True, max_concurrent: int = 5, return_error: bool = False,
                               progress: Any = None, requests_per_minute: float | None = None,
                               tokens_per_minute: float | None = None, **extra: Any) -> Any:
@@ -554,13 +567,14 @@ class Client:
         from .batch import run_batch
 
         return run_batch(self, "completion", prompts, max_tokens=max_tokens, temperature=temperature,
-                         top_p=top_p, n=n, timeout=timeout, guided_json=guided_json, concurrent=concurrent,
-                         max_concurrent=max_concurrent, return_error=return_error, progress=progress,
+                         top_p=top_p, n=n, timeout=self._timeout_for(timeout), guided_json=guided_json,
+                         concurrent=concurrent, max_concurrent=max_concurrent, return_error=return_error,
+                         progress=progress,
                          requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute,
                          **extra)
 
     async def arun_completions_batch(self, prompts: list[str], max_tokens: int = 256, temperature: float = 0,
-                                     top_p: float = 1.0, n: int = 1, timeout: float = 60,
+                                     top_p: float = 1.0, n: int = 1, timeout: float | None = None,
                                      guided_json: Any = None, concurrent: bool = True, max_concurrent: int = 5,
                                      return_error: bool = False, progress: Any = None,
                                      requests_per_minute: float | None = None,
@@ -568,7 +582,7 @@ class Client:
         from .batch import arun_batch
 
         return await arun_batch(self, "completion", prompts, max_tokens=max_tokens, temperature=temperature,
-                                top_p=top_p, n=n, timeout=timeout, guided_json=guided_json,
+                                top_p=top_p, n=n, timeout=self._timeout_for(timeout), guided_json=guided_json,
                                 concurrent=concurrent, max_concurrent=max_concurrent,
                                 return_error=return_error, progress=progress,
                                 requests_per_minute=requests_per_minute,
@@ -578,7 +592,7 @@ class Client:
     generate_batch_response = run_completions_batch
     agenerate_batch_response = arun_completions_batch
 
-    def run_batch_file(self, input: Any, output: Any, *, max_concurrent: int = 16, timeout: float = 60,
+    def run_batch_file(self, input: Any, output: Any, *, max_concurrent: int = 16, timeout: float | None = None,
                        max_tokens: int = 256, progress: Any = None, requests_per_minute: float | None = None,
                        tokens_per_minute: float | None = None, retry_failed: bool = True,
                        use_body_model: bool = False, fsync: bool = False) -> Any:
@@ -586,28 +600,37 @@ class Client:
         same call to resume after a crash. Returns the run's ``BatchStats``."""
         from .batch import run_batch_file
 
-        return run_batch_file(self, input, output, max_concurrent=max_concurrent, timeout=timeout,
+        return run_batch_file(self, input, output, max_concurrent=max_concurrent,
+                              timeout=self._timeout_for(timeout),
                               max_tokens=max_tokens, progress=progress, requests_per_minute=requests_per_minute,
                               tokens_per_minute=tokens_per_minute, retry_failed=retry_failed,
                               use_body_model=use_body_model, fsync=fsync)
 
-    async def arun_batch_file(self, input: Any, output: Any, *, max_concurrent: int = 16, timeout: float = 60,
+    async def arun_batch_file(self, input: Any, output: Any, *, max_concurrent: int = 16, timeout: float | None = None,
                               max_tokens: int = 256, progress: Any = None,
                               requests_per_minute: float | None = None, tokens_per_minute: float | None = None,
                               retry_failed: bool = True, use_body_model: bool = False,
                               fsync: bool = False) -> Any:
         from .batch import arun_batch_file
 
-        return await arun_batch_file(self, input, output, max_concurrent=max_concurrent, timeout=timeout,
+        return await arun_batch_file(self, input, output, max_concurrent=max_concurrent,
+                                     timeout=self._timeout_for(timeout),
                                      max_tokens=max_tokens, progress=progress,
                                      requests_per_minute=requests_per_minute,
                                      tokens_per_minute=tokens_per_minute, retry_failed=retry_failed,
                                      use_body_model=use_body_model, fsync=fsync)
 
+    def _timeout_for(self, timeout: Any) -> Any:
+        return self._default_timeout if timeout is None else timeout
+
     # -- lifecycle --------------------------------------------------------------------------
 
     def close(self) -> None:
+        """Close the sync pool and every async session (of any event loop); safe to call twice."""
         self._transport.close()
+        close_async = getattr(self._async_transport, "close_sync", None)
+        if close_async is not None:
+            close_async()
 
     async def aclose(self) -> None:
         await self._async_transport.close()

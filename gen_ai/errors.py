@@ -4,6 +4,7 @@
     ├── InvalidInputError           bad arguments, raised before any network call (also ValueError)
     │   └── ConfigurationError      unknown provider, missing endpoint / model / credentials
     ├── APIStatusError              the server answered with an error status
+    │   ├── RedirectError           a 3xx the redirect policy does not follow (.location says where)
     │   ├── BadRequestError         400, 422 and other 4xx not listed below
     │   │   └── ContentFilterError  the provider's content or safety filter blocked the call
     │   ├── AuthenticationError     401, 403
@@ -122,6 +123,24 @@ class APIStatusError(GenAIError):
     default_suggestion = "Check the request against the server's documentation."
 
 
+class RedirectError(APIStatusError):
+    """The server answered with a redirect that was not followed: redirects are off by default,
+    and one to another origin is never followed (credentials stay with their origin)."""
+
+    default_suggestion = "Point endpoint at the URL the server redirects to."
+
+    def __init__(self, message: str, *, location: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.location = location
+
+    def redact(self, secrets: Iterable[str]) -> "GenAIError":
+        secrets = [s for s in secrets if s and len(s) >= 4]
+        if self.location:
+            for secret in secrets:
+                self.location = self.location.replace(secret, "***")
+        return super().redact(secrets)
+
+
 class BadRequestError(APIStatusError):
     default_suggestion = "The server rejected the request; fix the parameter it names and try again."
 
@@ -226,6 +245,7 @@ __all__ = [
     "InvalidInputError",
     "ConfigurationError",
     "APIStatusError",
+    "RedirectError",
     "BadRequestError",
     "ContentFilterError",
     "AuthenticationError",
