@@ -43,8 +43,9 @@ def create_client(
     ``follow_redirects`` (default False; True follows same-origin redirects only), ``proxy``
     (default: ``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY``/``NO_PROXY``), ``trust_env``
     (default True: read those variables), ``verify`` (True, a CA bundle path, or False) and
-    ``cert`` (a client certificate: a path, or ``(cert, key)``); ``allow_local_files`` (default
-    False: image parts inside messages may not name local files). Provider options, e.g.
+    ``cert`` (a client certificate: a path, or ``(cert, key)``), ``allow_local_files`` (default
+    False: image parts inside messages may not name local files; see docs/security.md). Provider
+    options, e.g.
     ``dialect`` for "openai", are passed to the provider.
     """
     if not isinstance(provider, str) or provider.lower() not in PROVIDERS:
