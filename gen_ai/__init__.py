@@ -17,6 +17,7 @@ from .errors import (
     ContentFilterError,
     GenAIError,
     InvalidInputError,
+    InvalidToolArgumentsError,
     NotFoundError,
     RateLimitError,
     RedirectError,
@@ -25,10 +26,11 @@ from .errors import (
     ServerError,
     StreamError,
     StreamTruncatedError,
+    ToolCallError,
 )
 from .factory import create_client
 from .hooks import CallInfo, Hooks
-from .types import ChatResult, ChatResults, Usage
+from .types import ChatResult, ChatResults, StreamEvent, ToolCall, Usage
 
 __version__ = "0.1.0"
 
@@ -41,6 +43,8 @@ __all__ = [
     "ChatResult",
     "ChatResults",
     "Usage",
+    "ToolCall",
+    "StreamEvent",
     "Hooks",
     "CallInfo",
     "GenAIError",
@@ -60,4 +64,6 @@ __all__ = [
     "StreamError",
     "StreamTruncatedError",
     "SchemaValidationError",
+    "ToolCallError",
+    "InvalidToolArgumentsError",
 ]

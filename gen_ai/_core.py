@@ -363,10 +363,10 @@ def call_flow(codec: Any, call: Call, max_retries: int, observer: Observer | Non
         return ChatResult(completion.texts[0], finish_reason=completion.finish_reasons[0],
                           usage=completion.usage, model=completion.model, raw=completion.raw,
                           latency=time.perf_counter() - start, id=completion.id,
-                          tool_calls=completion.tool_calls[0])
+                          tool_calls=completion.tool_calls[0] if completion.tool_calls else None)
     texts = list(completion.texts[: call.n])
     reasons = list(completion.finish_reasons[: call.n])
-    tool_calls = list(completion.tool_calls[: call.n])
+    tool_calls: list[Any] = [completion.tool_calls_of(i) for i in range(len(texts))]
     usage = completion.usage
     if not texts:
         texts, reasons, tool_calls = [""], [None], [None]
@@ -384,7 +384,7 @@ def call_flow(codec: Any, call: Call, max_retries: int, observer: Observer | Non
         for more in extra:
             texts.append(more.texts[0] if more.texts else "")
             reasons.append(more.finish_reasons[0] if more.finish_reasons else None)
-            tool_calls.append(more.tool_calls[0] if more.tool_calls else None)
+            tool_calls.append(more.tool_calls_of(0))
             usages.append(more.usage)
             usage = _add_usage(usage, more.usage)
     parsed: list[Any] = [None] * len(texts)

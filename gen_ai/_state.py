@@ -37,6 +37,7 @@ _INITIAL: dict[str, Any] = {
     "stream_usage": True,        # False once the server rejected stream_options
     "max_n": None,               # the largest n the server takes, once a 400 named n
     "rejected_fields": frozenset(),  # request fields the server (model) rejects, e.g. temperature
+    "tool_choice_string": False,  # True once the server refused an object tool_choice (llama.cpp's server)
 }
 
 Changes = Mapping[str, tuple[Any, Any]]  # fact -> (value the failed request used, new value)
@@ -54,6 +55,7 @@ class ServerState:
     stream_usage: bool
     max_n: int | None
     rejected_fields: frozenset[str]
+    tool_choice_string: bool
 
     def __init__(self, **known: Any) -> None:
         for name, value in _INITIAL.items():

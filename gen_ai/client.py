@@ -14,7 +14,7 @@ from . import _core
 from ._http import AsyncTransport, HTTPOptions, SyncTransport
 from ._state import ServerState
 from .errors import GenAIError, InvalidInputError, SchemaValidationError
-from .types import Call, ChatResult, ChatResults, Usage
+from .types import Call, ChatResult, ChatResults, StreamEvent, ToolCall, Usage
 
 VALID_ROLES = frozenset({"system", "user", "assistant", "tool", "developer", "function"})
 # Keywords the client owns; passing them through **extra would corrupt the request.
@@ -58,6 +58,14 @@ def _check_messages(messages: Any) -> tuple[list[dict[str, Any]], bool]:
         if role not in VALID_ROLES:
             raise _bad(f"messages[{i}].role", f"{role!r} is not a known role",
                        f"Use one of: {', '.join(sorted(VALID_ROLES))}.")
+        if role == "tool":
+            from .tools import check_tool_message
+
+            check_tool_message(message, i)
+        elif role == "assistant" and "tool_calls" in message and message["tool_calls"] is not None:
+            from .tools import check_assistant_tool_calls
+
+            check_assistant_tool_calls(message["tool_calls"], i)
         content = message.get("content")
         if isinstance(content, str):
             continue
@@ -115,6 +123,16 @@ def _check_extra(extra: dict[str, Any], codec: Any, kind: str) -> dict[str, Any]
     merged = {k: v for k, v in extra.items() if k != "extra_body"}
     merged.update(body)
     return merged
+
+
+def _tool_options(tools: Any, tool_choice: Any, parallel: Any, kind: str) -> tuple[Any, str | None, bool | None]:
+    """tools=, tool_choice=, parallel_tool_calls= checked and normalised (gen_ai.tools)."""
+    from .tools import check_parallel, normalize_tool_choice, normalize_tools
+
+    if kind != "chat" and (tools or tool_choice is not None):
+        raise _bad("tools", "is only for chat calls", "Use run_chat_completions (or its stream, batch, vision twins).")
+    normalized = normalize_tools(tools) if tools is not None else None
+    return normalized or None, normalize_tool_choice(tool_choice, normalized), check_parallel(parallel)
 
 
 def _make_hooks(hooks: Any, telemetry: Any, codec: Any) -> Any:
@@ -304,7 +322,12 @@ class Client:
         if timeout is None:
             timeout = self._default_timeout
         validate_params(max_tokens, temperature, top_p, n, timeout)
+        tools = tool_choice = parallel = None
         if extra:
+            extra = dict(extra)
+            if "tools" in extra or "tool_choice" in extra or "parallel_tool_calls" in extra:
+                tools, tool_choice, parallel = _tool_options(extra.pop("tools", None), extra.pop("tool_choice", None),
+                                                             extra.pop("parallel_tool_calls", None), kind)
             extra = _check_extra(extra, self._codec, kind)
         messages = prompt = None
         images = False
@@ -326,7 +349,8 @@ class Client:
             raise _bad("schema_retries", f"must be a whole number >= 0, got {schema_retries!r}", "Pass e.g. 1.")
         return Call(kind, messages=messages, prompt=prompt, max_tokens=max_tokens, temperature=temperature,
                     top_p=top_p, n=n, timeout=timeout, schema=schema, stream=stream, extra=extra,
-                    schema_retries=schema_retries), images
+                    schema_retries=schema_retries, tools=tools, tool_choice=tool_choice,
+                    parallel_tool_calls=parallel), images
 
     def _run(self, build: Any, return_error: bool) -> Any:
         observer = None
@@ -423,6 +447,37 @@ class Client:
                                      return_error: bool = False, **extra: Any) -> "AsyncTextStream":
         return self._stream(AsyncTextStream, "chat", messages, max_tokens, temperature, top_p, n, timeout,
                             guided_json, return_error, extra)
+
+    # -- the tool loop ----------------------------------------------------------------------
+
+    def run_tools(self, messages: list[dict[str, Any]], tools: list[Any], max_turns: int = 8,
+                  timeout: float = 120, tool_choice: Any = None, parallel_tool_calls: bool | None = None,
+                  raise_errors: bool = False, **options: Any) -> ChatResult:
+        """Ask the model, run the Python functions it calls, send back the results, until it
+        answers (at most ``max_turns`` model calls; ``timeout`` bounds the whole loop). Returns
+        the final ChatResult with ``.transcript``, ``.tool_runs``, ``.total_usage``, ``.turns``.
+        A tool that raises is reported to the model as an error result unless ``raise_errors``.
+        Other keywords (max_tokens, temperature, ...) go to every model call. See docs/tools.md."""
+        from .tool_loop import run_tools
+
+        try:
+            return run_tools(self, messages, tools, max_turns=max_turns, timeout=timeout, tool_choice=tool_choice,
+                             parallel_tool_calls=parallel_tool_calls, raise_errors=raise_errors, **options)
+        except GenAIError as exc:
+            raise exc.redact(self._secrets) from exc.__cause__
+
+    async def arun_tools(self, messages: list[dict[str, Any]], tools: list[Any], max_turns: int = 8,
+                         timeout: float = 120, tool_choice: Any = None, parallel_tool_calls: bool | None = None,
+                         raise_errors: bool = False, **options: Any) -> ChatResult:
+        """The async twin of ``run_tools``: async tools are awaited, sync ones run in threads."""
+        from .tool_loop import arun_tools
+
+        try:
+            return await arun_tools(self, messages, tools, max_turns=max_turns, timeout=timeout,
+                                    tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls,
+                                    raise_errors=raise_errors, **options)
+        except GenAIError as exc:
+            raise exc.redact(self._secrets) from exc.__cause__
 
     # -- text completions -------------------------------------------------------------------
 
@@ -699,6 +754,11 @@ class _StreamBase:
         return self._parser.model if self._parser is not None else None
 
     @property
+    def tool_calls(self) -> list[ToolCall]:
+        """The tool calls of the answer, complete once iteration has ended (empty if none)."""
+        return self._parser.tool_calls if self._parser is not None else []
+
+    @property
     def closed(self) -> bool:
         return self._closed
 
@@ -711,6 +771,9 @@ class _StreamBase:
 
     def _finish(self) -> None:
         self.latency = time.perf_counter() - self._start
+        parser = self._parser
+        if parser._tools is not None:
+            parser.check_tool_calls(self._client._codec.provider)
         call = self._call
         if call is not None and call.schema is not None:
             try:
@@ -721,6 +784,10 @@ class _StreamBase:
                 from .structured import cut_off
 
                 raise cut_off(exc, call.max_tokens, self._client.provider) from None
+
+    def _done_event(self) -> StreamEvent:
+        return StreamEvent("done", finish_reason=self.finish_reason, usage=self.usage,
+                           tool_calls=self.tool_calls)
 
     def _failed(self, exc: GenAIError) -> bool:
         """Scrub the error and keep the text that arrived before it on ``exc.partial_text``;
@@ -741,7 +808,7 @@ class _StreamBase:
     def to_result(self) -> ChatResult:
         """The whole streamed answer as a ChatResult (after iteration)."""
         return ChatResult(self.text, finish_reason=self.finish_reason, usage=self.usage, model=self.model,
-                          latency=self.latency or 0.0, parsed=self.parsed)
+                          latency=self.latency or 0.0, parsed=self.parsed, tool_calls=self.tool_calls or None)
 
 
 class TextStream(_StreamBase):
@@ -772,7 +839,12 @@ class TextStream(_StreamBase):
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def _iterate(self) -> Iterator[str]:
+    def events(self) -> Iterator[StreamEvent]:
+        """Iterate typed events instead of text: "text", "tool_call_start", "tool_call_delta",
+        ("reasoning" where the provider sends thinking text) and a final "done"."""
+        return self._iterate(True)
+
+    def _iterate(self, events: bool = False) -> Iterator[Any]:
         client = self._client
         try:
             if self._call is None:
@@ -786,6 +858,21 @@ class TextStream(_StreamBase):
                 _core.stream_open_flow(codec, call, client.max_retries, client._state),
                 client._transport, client._codec.secrets)
             self._parser = parser = codec.stream_parser(call, response.headers)
+            if events:
+                parser.want_events = True
+                queue = parser.events
+                for chunk in response.iter_bytes():
+                    if parser.feed(chunk) and self.first_token_latency is None:
+                        self.first_token_latency = time.perf_counter() - self._start
+                    if queue:
+                        yield from queue
+                        queue.clear()
+                parser.close()
+                yield from queue
+                queue.clear()
+                self._finish()
+                yield self._done_event()
+                return
             for chunk in response.iter_bytes():
                 for delta in parser.feed(chunk):
                     if self.first_token_latency is None:
@@ -867,7 +954,11 @@ class AsyncTextStream(_StreamBase):
     async def __aexit__(self, *exc: Any) -> None:
         await self.aclose()
 
-    async def _iterate(self) -> AsyncIterator[str]:
+    def events(self) -> AsyncIterator[StreamEvent]:
+        """``async for event in stream.events()``: the typed events of TextStream.events()."""
+        return self._iterate(True)
+
+    async def _iterate(self, events: bool = False) -> AsyncIterator[Any]:
         client = self._client
         try:
             if self.error is not None:  # bad input already reported by ``await``
@@ -880,6 +971,22 @@ class AsyncTextStream(_StreamBase):
                 _core.stream_open_flow(codec, call, client.max_retries, client._state),
                 client._async_transport, client._codec.secrets)
             self._parser = parser = codec.stream_parser(call, response.headers)
+            if events:
+                parser.want_events = True
+                queue = parser.events
+                async for chunk in response.iter_bytes():
+                    if parser.feed(chunk) and self.first_token_latency is None:
+                        self.first_token_latency = time.perf_counter() - self._start
+                    for event in queue:
+                        yield event
+                    queue.clear()
+                parser.close()
+                for event in queue:
+                    yield event
+                queue.clear()
+                self._finish()
+                yield self._done_event()
+                return
             async for chunk in response.iter_bytes():
                 if self._closed:
                     return

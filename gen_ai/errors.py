@@ -16,7 +16,10 @@
     ├── ResponseError               a success status with a body we cannot use (malformed JSON, ...)
     ├── StreamError                 an error event inside a stream, or a malformed event
     │   └── StreamTruncatedError    the stream ended before its finish reason / [DONE]
-    └── SchemaValidationError       guided_json output still invalid after schema_retries re-asks
+    ├── SchemaValidationError       guided_json output still invalid after schema_retries re-asks
+    └── ToolCallError               a tool call that cannot be used (unknown tool, bad arguments, a
+        │                           tool that raised when run_tools was asked to raise)
+        └── InvalidToolArgumentsError  a tool call's arguments are not a JSON object
 
 Every error carries ``message``, ``suggestion``, ``status_code``, ``url``, ``method``,
 ``retryable``, ``provider`` and, when the server sent one, its ``error_type`` and a trimmed
@@ -213,6 +216,21 @@ class SchemaValidationError(GenAIError):
         self.text = text
 
 
+class ToolCallError(GenAIError):
+    """A tool call gen_ai cannot use; ``tool_name`` names the tool the model asked for."""
+
+    default_suggestion = "Check the tool definitions passed in tools=, or let run_tools report it to the model."
+
+    def __init__(self, message: str, *, tool_name: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.tool_name = tool_name
+
+
+class InvalidToolArgumentsError(ToolCallError):
+    default_suggestion = ("The model wrote arguments that are not a JSON object; raise max_tokens if they "
+                          "were cut off, or describe the parameters more plainly.")
+
+
 _STATUS_CLASSES: dict[int, type[APIStatusError]] = {
     400: BadRequestError,
     401: AuthenticationError,
@@ -258,6 +276,8 @@ __all__ = [
     "StreamError",
     "StreamTruncatedError",
     "SchemaValidationError",
+    "ToolCallError",
+    "InvalidToolArgumentsError",
     "error_class_for_status",
     "is_retryable_status",
 ]

@@ -39,10 +39,11 @@ from ..errors import (
     ResponseError,
     ServerError,
     StreamError,
+    StreamTruncatedError,
     error_class_for_status,
     is_retryable_status,
 )
-from ..types import Call, Completion, RawResponse, Request, Usage
+from ..types import Call, Completion, RawResponse, Request, StreamEvent, ToolCall, Usage, new_call_id
 
 _TITLE_RE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _TAG_RE = re.compile(r"<[^>]+>")
@@ -109,9 +110,18 @@ def token_count(value: Any) -> int:
 
 
 class StreamParser:
-    """Base of every codec's stream parser: accumulates text, usage and the finish reason.
+    """Base of every codec's stream parser: accumulates text, usage, the finish reason and the
+    tool calls.
 
-    Subclasses' ``feed`` and ``close`` raise only gen_ai errors (see ``_SHAPE_ERRORS``)."""
+    ``feed`` returns only answer-text deltas (the fast path). Typed events are recorded only when
+    asked: ``stream.events()`` sets ``want_events = True`` and drains ``events`` after each feed;
+    a parser appends a "text" StreamEvent for each delta it returns, and its ``ToolCallBuffer``
+    appends the "tool_call_start" / "tool_call_delta" events.
+
+    Subclasses' ``feed`` and ``close`` raise only gen_ai errors (see ``_SHAPE_ERRORS``).
+    """
+
+    want_events = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -125,16 +135,102 @@ class StreamParser:
         self.usage: Usage | None = None
         self.model: str | None = None
         self.id: str | None = None
+        self.events: list[StreamEvent] = []
+        self._tools: ToolCallBuffer | None = None  # created by the first tool-call fragment
 
     @property
     def text(self) -> str:
         return "".join(self.parts)
+
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        tools = self._tools
+        return tools.calls() if tools is not None else []
+
+    def tool_buffer(self) -> "ToolCallBuffer":
+        if self._tools is None:
+            self._tools = ToolCallBuffer(self)
+        return self._tools
+
+    def check_tool_calls(self, provider: str) -> None:
+        """After close(): a tool call whose JSON arguments were cut off (the stream stopped for
+        length, or with no finish reason) raises StreamTruncatedError instead of giving a half
+        call. Arguments the model finished but got wrong stay, for ``parsed_arguments`` to report."""
+        tools = self._tools
+        if tools is None or self.finish_reason not in (None, "length"):
+            return
+        for call in tools.calls():
+            try:
+                _ = call.parsed_arguments
+            except GenAIError:
+                raise StreamTruncatedError(
+                    f"the stream ended in the middle of tool call {call.name!r}'s arguments "
+                    f"(finish_reason={self.finish_reason!r}, {len(call.arguments)} characters of JSON arrived)",
+                    suggestion="Raise max_tokens so the model can finish the call, or retry.",
+                    provider=provider,
+                ) from None
 
     def feed(self, chunk: bytes) -> list[str]:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def close(self) -> list[str]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+class ToolCallBuffer:
+    """Streamed tool-call fragments merged by index, as they arrive.
+
+    ``start`` opens (or names) the call at a wire index; ``add`` appends an arguments fragment to
+    it. Only the first fragment of a call usually carries its id and name: later fragments are
+    matched by index alone and never dropped, whatever else their chunk lacks. A fragment naming
+    a new id at an index whose call already has arguments starts a new call (servers that send
+    each complete call at index 0). Calls get dense indexes 0, 1, ... in order of appearance.
+    """
+
+    __slots__ = ("_parser", "_slots", "_by_wire")
+
+    def __init__(self, parser: StreamParser) -> None:
+        self._parser = parser
+        self._slots: list[list[Any]] = []  # [id, name, [fragments]]
+        self._by_wire: dict[Any, int] = {}
+
+    def start(self, wire_index: Any, call_id: str | None, name: str | None) -> int:
+        slot_index = self._by_wire.get(wire_index)
+        if slot_index is not None:
+            slot = self._slots[slot_index]
+            if call_id and slot[0] and call_id != slot[0] and slot[2]:
+                slot_index = None  # a second complete call reusing the index
+            else:
+                if call_id and not slot[0]:
+                    slot[0] = call_id
+                if name and not slot[1]:
+                    slot[1] = name
+                return slot_index
+        slot_index = len(self._slots)
+        self._slots.append([call_id or "", name or "", []])
+        self._by_wire[wire_index] = slot_index
+        parser = self._parser
+        if parser.want_events:
+            parser.events.append(StreamEvent("tool_call_start", index=slot_index, id=call_id or None,
+                                             name=name or None))
+        return slot_index
+
+    def add(self, wire_index: Any, fragment: str) -> None:
+        slot_index = self._by_wire.get(wire_index)
+        if slot_index is None:
+            slot_index = self.start(wire_index, None, None)
+        if fragment:
+            self._slots[slot_index][2].append(fragment)
+            parser = self._parser
+            if parser.want_events:
+                parser.events.append(StreamEvent("tool_call_delta", index=slot_index, arguments=fragment))
+
+    def calls(self) -> list[ToolCall]:
+        return [ToolCall(slot[0] or new_call_id(), slot[1], "".join(slot[2]), i)
+                for i, slot in enumerate(self._slots)]
+
+    def __len__(self) -> int:
+        return len(self._slots)
 
 
 # Request headers whose values are credentials, whichever provider or gateway sets them.
@@ -215,26 +311,28 @@ class Codec:
                 f"model={getattr(self, 'model_name', None)!r}>")
 
 
-def split_system(messages: list[dict[str, Any]], provider: str) -> tuple[list[str], list[tuple[int, str, Any]]]:
+def split_system(messages: list[dict[str, Any]], provider: str) -> tuple[list[str], list[tuple[int, str, Any, Any]]]:
     """For APIs that take the system prompt apart from the turns (Anthropic, Gemini, Bedrock):
-    the system and developer messages' texts, and the user/assistant turns as
-    ``(index, role, content)``. Other roles, non-text system parts and a conversation without a
-    turn raise InvalidInputError naming the message."""
+    the system and developer messages' texts, and the other turns as
+    ``(index, role, content, message)``: role "user", "assistant" (content may be None when the
+    message carries ``tool_calls``) or "tool" (a tool result; ``message`` has its
+    ``tool_call_id``). Other roles, non-text system parts and a conversation without a turn
+    raise InvalidInputError naming the message."""
     system: list[str] = []
-    turns: list[tuple[int, str, Any]] = []
+    turns: list[tuple[int, str, Any, Any]] = []
     for i, message in enumerate(messages):
         role = message.get("role")
         content = message.get("content")
         if role in ("system", "developer"):
             system.append(content if isinstance(content, str) else _system_text(content, i))
-        elif role in ("user", "assistant") and content is not None:
-            turns.append((i, role, content))
+        elif role in ("user", "assistant") and (content is not None or message.get("tool_calls")):
+            turns.append((i, role, content, message))
+        elif role == "tool":
+            turns.append((i, role, content, message))
         else:
             raise InvalidInputError(
-                f"messages[{i}]: role {role!r} (tool calls and tool results) is not supported by the "
-                f"{provider} provider",
-                suggestion="Send the tool result as a user message, or pass the provider's own tool fields "
-                           "as extra keywords.",
+                f"messages[{i}]: role {role!r} is not supported by the {provider} provider",
+                suggestion="Use system, user, assistant and tool messages (tool results name their tool_call_id).",
                 field=f"messages[{i}].role",
             )
     if not turns:
@@ -348,6 +446,10 @@ def status_error(
     lowered = message.lower()
     if any(word in lowered for word in _CONTEXT_WORDS):
         suggestion = "The prompt plus max_tokens exceeds the model's context; shorten the messages or lower max_tokens."
+    elif "tool-call-parser" in lowered or "enable-auto-tool-choice" in lowered:
+        suggestion = ("vLLM takes tool_choice only when started with --enable-auto-tool-choice --tool-call-parser "
+                      "NAME (the parser for the model's format: hermes, llama3_json, mistral, ...); restart it "
+                      "with both, or call without tool_choice.")
     elif cls is ServerError and "html page" in lowered:
         suggestion = "A proxy or gateway in front of the API failed; this is usually temporary, retry later."
     elif issubclass(cls, ContentFilterError):

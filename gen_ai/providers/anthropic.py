@@ -46,7 +46,8 @@ from ..errors import (
     StreamTruncatedError,
 )
 from ..images import split_data_url
-from ..types import Call, Completion, RawResponse, Request, Usage
+from ..tools import arguments_object, tool_result_text
+from ..types import Call, Completion, RawResponse, Request, StreamEvent, ToolCall, Usage
 from ._base import (
     AUTH_HEADERS,
     Codec,
@@ -164,6 +165,8 @@ class AnthropicCodec(Codec):
                 body["top_p"] = call.top_p
         if call.stream:
             body["stream"] = True
+        if call.tools is not None or call.tool_choice is not None:
+            body.update(tool_fields(call))
         if call.schema is not None:
             schema = call.schema.json_schema
             if self.strict_schema:
@@ -204,20 +207,19 @@ class AnthropicCodec(Codec):
                 status_code=response.status, url=response.url, method=response.method, provider=self.provider,
             )
         texts: list[str] = []
-        tool_calls: list[dict[str, Any]] = []
+        tool_calls: list[ToolCall] = []
         for block in data["content"]:
             if not isinstance(block, dict):
                 continue
             if block.get("type") == "text":
                 texts.append(str(block.get("text") or ""))
             elif block.get("type") == "tool_use":
-                tool_calls.append({
-                    "id": block.get("id"), "type": "function",
-                    "function": {"name": block.get("name"), "arguments": json.dumps(block.get("input") or {})},
-                })
+                tool_calls.append(ToolCall(str(block.get("id") or ""), str(block.get("name") or ""),
+                                           json.dumps(block.get("input") or {}, ensure_ascii=False),
+                                           len(tool_calls)))
         stop = data.get("stop_reason")
         return Completion(["".join(texts)], [map_stop_reason(stop)], usage_from_json(data.get("usage")),
-                          data.get("model"), data, data.get("id"), [tool_calls or None])
+                          data.get("model"), data, data.get("id"), [tool_calls] if tool_calls else None)
 
     def parse_error(self, response: RawResponse) -> GenAIError:
         message, error_type, code = error_details(response.body)
@@ -252,12 +254,65 @@ def usage_from_json(usage: Any) -> Usage | None:
 
 
 def convert_messages(messages: list[dict[str, Any]]) -> tuple[str | None, list[dict[str, Any]]]:
-    """OpenAI chat messages -> (system text, Anthropic messages)."""
+    """OpenAI chat messages -> (system text, Anthropic messages). An assistant message's
+    ``tool_calls`` become ``tool_use`` blocks; consecutive ``role: "tool"`` messages become one
+    user message of ``tool_result`` blocks (Anthropic wants every result of a turn together)."""
     system, turns = split_system(messages, "anthropic")
-    out = [{"role": role, "content": content if isinstance(content, str)
-            else [_block(part, i, j) for j, part in enumerate(content)]}
-           for i, role, content in turns]
+    out: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] | None = None  # the open user message of tool results
+    for i, role, content, message in turns:
+        if role == "tool":
+            block = {"type": "tool_result", "tool_use_id": message["tool_call_id"],
+                     "content": content if isinstance(content, str) else
+                     [_block(part, i, j) for j, part in enumerate(content)] if isinstance(content, list)
+                     else tool_result_text(content)}
+            if results is None:
+                results = []
+                out.append({"role": "user", "content": results})
+            results.append(block)
+            continue
+        results = None
+        calls = message.get("tool_calls") if role == "assistant" else None
+        if calls:
+            blocks: list[dict[str, Any]] = []
+            if isinstance(content, str):
+                if content:
+                    blocks.append({"type": "text", "text": content})
+            elif content:
+                blocks.extend(_block(part, i, j) for j, part in enumerate(content))
+            for call in calls:
+                function = call.get("function") or {}
+                blocks.append({"type": "tool_use", "id": call["id"], "name": function.get("name"),
+                               "input": arguments_object(function.get("arguments"))})
+            out.append({"role": "assistant", "content": blocks})
+            continue
+        out.append({"role": role, "content": content if isinstance(content, str)
+                    else [_block(part, i, j) for j, part in enumerate(content)]})
     return ("\n\n".join(system) if system else None), out
+
+
+def tool_fields(call: Call) -> dict[str, Any]:
+    """``tools`` and ``tool_choice`` in the Messages API's shape."""
+    fields: dict[str, Any] = {}
+    if call.tools:
+        fields["tools"] = [{"name": t.name, **({"description": t.description} if t.description else {}),
+                            "input_schema": t.parameters} for t in call.tools]
+    choice = call.tool_choice
+    spec: dict[str, Any] | None = None
+    if choice == "auto":
+        spec = {"type": "auto"}
+    elif choice == "required":
+        spec = {"type": "any"}
+    elif choice == "none":
+        spec = {"type": "none"}
+    elif choice is not None:
+        spec = {"type": "tool", "name": choice}
+    if call.parallel_tool_calls is False and call.tools and choice != "none":
+        spec = spec or {"type": "auto"}
+        spec["disable_parallel_tool_use"] = True
+    if spec is not None and (call.tools or choice == "none"):
+        fields["tool_choice"] = spec
+    return fields
 
 
 def _block(part: dict[str, Any], i: int, j: int) -> dict[str, Any]:
@@ -340,6 +395,14 @@ class AnthropicStreamParser(StreamParser):
             if isinstance(delta, dict) and delta.get("type") == "text_delta" and type(delta.get("text")) is str \
                     and delta["text"]:
                 out.append(delta["text"])
+                if self.want_events:
+                    self.events.append(StreamEvent("text", text=delta["text"]))
+            elif isinstance(delta, dict) and delta.get("type") == "input_json_delta":
+                self.tool_buffer().add(obj.get("index"), str(delta.get("partial_json") or ""))
+        elif kind == "content_block_start":
+            block = obj.get("content_block")
+            if isinstance(block, dict) and block.get("type") == "tool_use":
+                self.tool_buffer().start(obj.get("index"), block.get("id"), block.get("name"))
         elif kind == "message_start":
             message = obj.get("message") or {}
             self.id = message.get("id")
@@ -362,7 +425,7 @@ class AnthropicStreamParser(StreamParser):
                 suggestion=("Anthropic's API is overloaded; retry the request later."
                             if error_type == "overloaded_error" else None),
             )
-        # ping, content_block_start, content_block_stop and unknown future events carry no text.
+        # ping, content_block_stop and unknown future events carry no text.
 
     def _usage(self, usage: Any) -> None:
         if not isinstance(usage, dict):

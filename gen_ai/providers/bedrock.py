@@ -53,7 +53,8 @@ from ..errors import (
     StreamError,
     StreamTruncatedError,
 )
-from ..types import Call, Completion, RawResponse, Request, Usage
+from ..tools import arguments_object, tool_result_text
+from ..types import Call, Completion, RawResponse, Request, StreamEvent, ToolCall, Usage
 from ._base import Codec, StreamParser, decode_json, describe_body, dumps, split_system, status_error, token_count
 
 logger = logging.getLogger("gen_ai")
@@ -271,6 +272,8 @@ class BedrockCodec(Codec):
         if call.top_p != 1.0:
             inference["topP"] = call.top_p
         body["inferenceConfig"] = inference
+        if call.tools:
+            body["toolConfig"] = _tool_config(call)
         if call.schema is not None:
             self._add_schema(body, call.schema, self._schema_mode(state))
         if call.extra:
@@ -287,12 +290,12 @@ class BedrockCodec(Codec):
     def _add_schema(self, body: dict[str, Any], schema: Any, mode: str) -> None:
         if mode == "tool":
             name = _tool_name(schema.name)
-            body["toolConfig"] = {
-                "tools": [{"toolSpec": {"name": name,
-                                        "description": "Answer by calling this tool with the requested JSON.",
-                                        "inputSchema": {"json": schema.json_schema}}}],
-                "toolChoice": {"tool": {"name": name}},
-            }
+            spec = {"toolSpec": {"name": name, "description": "Answer by calling this tool with the requested JSON.",
+                                 "inputSchema": {"json": schema.json_schema}}}
+            config = body.get("toolConfig") or {"tools": []}
+            config["tools"] = [*config["tools"], spec]
+            config["toolChoice"] = {"tool": {"name": name}}
+            body["toolConfig"] = config
         else:
             # JsonSchemaDefinition.schema is a *string* in the service model, not an object.
             body["outputConfig"] = {"textFormat": {
@@ -371,6 +374,7 @@ class BedrockCodec(Codec):
             elif isinstance(block.get("toolUse"), dict):
                 tool_uses.append(block["toolUse"])
         stop = data.get("stopReason")
+        tool_calls: list[ToolCall] | None
         tool = _answer_tool(call)
         answer = next((use for use in tool_uses if tool in ("", use.get("name"))), None) if tool is not None else None
         structured_tool = answer is not None
@@ -379,14 +383,17 @@ class BedrockCodec(Codec):
             tool_calls = None
         else:
             text = "".join(texts)
-            tool_calls = tool_uses or None
+            tool_calls = [ToolCall(str(u.get("toolUseId") or ""), str(u.get("name") or ""),
+                                   json.dumps(u.get("input") if u.get("input") is not None else {},
+                                              ensure_ascii=False), j)
+                          for j, u in enumerate(tool_uses)] or None
         reason = _finish_reason(stop, structured_tool)
         if reason == "content_filter":
             logger.warning("gen_ai: Bedrock stopped the answer of %r: stopReason=%s", self.model_name, stop)
         headers = response.headers
         request_id = headers.get("x-amzn-requestid") if headers else None
         return Completion([text], [reason], _usage(data.get("usage")), self.model_name, data,
-                          request_id, [tool_calls])
+                          request_id, [tool_calls] if tool_calls else None)
 
     def parse_error(self, response: RawResponse) -> GenAIError:
         code, message = _error_code_and_message(response)
@@ -477,10 +484,20 @@ class BedrockStreamParser(StreamParser):
         if event == "contentBlockDelta":
             delta = data.get("delta") or {}
             text = delta.get("text")
-            if text is None and self._structured_tool:
-                text = (delta.get("toolUse") or {}).get("input")
+            if text is None and "toolUse" in delta:
+                fragment = (delta.get("toolUse") or {}).get("input")
+                if self._structured_tool:
+                    text = fragment
+                elif fragment is not None:
+                    self.tool_buffer().add(data.get("contentBlockIndex"), str(fragment))
             if type(text) is str and text:
                 out.append(text)
+                if self.want_events:
+                    self.events.append(StreamEvent("text", text=text))
+        elif event == "contentBlockStart" and not self._structured_tool:
+            start = (data.get("start") or {}).get("toolUse")
+            if isinstance(start, dict):
+                self.tool_buffer().start(data.get("contentBlockIndex"), start.get("toolUseId"), start.get("name"))
         elif event == "messageStop":
             self._stopped = True
             self.finish_reason = _finish_reason(data.get("stopReason"), self._structured_tool)
@@ -503,12 +520,25 @@ class BedrockStreamParser(StreamParser):
 
 def _convert_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """OpenAI chat messages -> (system blocks, Converse messages). Consecutive messages of one
-    role are merged, since Converse wants user and assistant turns to alternate."""
+    role are merged, since Converse wants user and assistant turns to alternate; tool calls
+    become ``toolUse`` blocks and tool results ``toolResult`` blocks of a user turn."""
     texts, turns = split_system(messages, "bedrock")
     system = [{"text": text} for text in texts if text]
     out: list[dict[str, Any]] = []
-    for i, role, content in turns:
-        blocks = _content_blocks(content, i)
+    for i, role, content, message in turns:
+        if role == "tool":
+            role = "user"
+            result: dict[str, Any] = {"toolUseId": message["tool_call_id"],
+                                      "content": _result_blocks(content, i)}
+            if message.get("status") in ("success", "error"):
+                result["status"] = message["status"]
+            blocks = [{"toolResult": result}]
+        else:
+            blocks = _content_blocks(content, i)
+            for call in (message.get("tool_calls") or ()) if role == "assistant" else ():
+                function = call.get("function") or {}
+                blocks.append({"toolUse": {"toolUseId": call["id"], "name": function.get("name"),
+                                           "input": arguments_object(function.get("arguments"))}})
         if not blocks:
             continue
         if out and out[-1]["role"] == role:
@@ -516,6 +546,39 @@ def _convert_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, An
         else:
             out.append({"role": role, "content": blocks})
     return system, out
+
+
+def _result_blocks(content: Any, index: int) -> list[dict[str, Any]]:
+    """ToolResultContentBlock list: JSON objects as ``json``, text as ``text``, images as is."""
+    if isinstance(content, list):
+        return _content_blocks(content, index) or [{"text": ""}]
+    text = tool_result_text(content)
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if isinstance(value, dict):
+        return [{"json": value}]
+    return [{"text": text}]
+
+
+def _tool_config(call: Call) -> dict[str, Any] | None:
+    """``toolConfig``: tools as ``toolSpec``s and ``toolChoice`` (auto / any / tool). Converse has
+    no "none" choice (the tools stay listed, as history with toolUse blocks requires) and no
+    parallel_tool_calls."""
+    if not call.tools:
+        return None
+    config: dict[str, Any] = {"tools": [
+        {"toolSpec": {"name": t.name, **({"description": t.description} if t.description else {}),
+                      "inputSchema": {"json": t.parameters}}} for t in call.tools]}
+    choice = call.tool_choice
+    if choice == "auto":
+        config["toolChoice"] = {"auto": {}}
+    elif choice == "required":
+        config["toolChoice"] = {"any": {}}
+    elif choice not in (None, "none"):
+        config["toolChoice"] = {"tool": {"name": choice}}
+    return config
 
 
 def _content_blocks(content: Any, index: int) -> list[dict[str, Any]]:
@@ -568,7 +631,7 @@ def _answer_tool(call: Call) -> str | None:
     own. None without a schema. Decided from the answer, whichever mode the request used."""
     if call.schema is None:
         return None
-    return _tool_name(call.schema.name) if call.extra and "toolConfig" in call.extra else ""
+    return _tool_name(call.schema.name) if call.tools or (call.extra and "toolConfig" in call.extra) else ""
 
 
 def _tool_name(name: str | None) -> str:

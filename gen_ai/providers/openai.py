@@ -41,7 +41,7 @@ from ..errors import (
     StreamError,
     StreamTruncatedError,
 )
-from ..types import Call, Completion, RawResponse, Request, Usage
+from ..types import Call, Completion, RawResponse, Request, StreamEvent, ToolCall, Usage
 from ._base import (
     Codec,
     StreamParser,
@@ -162,7 +162,29 @@ def base_body(call: Call, model: str, messages: Any) -> dict[str, Any]:
         body["n"] = call.n
     if call.stream:
         body["stream"] = True
+    if call.tools is not None or call.tool_choice is not None or call.parallel_tool_calls is not None:
+        add_tools(body, call)
     return body
+
+
+def add_tools(body: dict[str, Any], call: Call, choice_as_string: bool = False) -> None:
+    """OpenAI's ``tools`` / ``tool_choice`` / ``parallel_tool_calls``. A named choice is the
+    object form, or, for servers that take only strings (llama.cpp's server), "required" with
+    the tool list cut down to the named tool: the same effect."""
+    tools = call.tools
+    choice = call.tool_choice
+    if tools:
+        body["tools"] = [tool.openai for tool in tools]
+    if choice is not None:
+        if choice in ("auto", "none", "required"):
+            body["tool_choice"] = choice
+        elif choice_as_string:
+            body["tools"] = [tool.openai for tool in tools or () if tool.name == choice]
+            body["tool_choice"] = "required"
+        else:
+            body["tool_choice"] = {"type": "function", "function": {"name": choice}}
+    if call.parallel_tool_calls is not None and tools:
+        body["parallel_tool_calls"] = call.parallel_tool_calls
 
 
 class OpenAICodec(Codec):
@@ -221,6 +243,8 @@ class OpenAICodec(Codec):
             body["stream_options"] = {"include_usage": True}
         if call.schema is not None:
             self._add_schema(body, call, state)
+        if state.tool_choice_string and call.tools is not None:
+            add_tools(body, call, choice_as_string=True)
         if call.extra:
             body.update(call.extra)
         return body
@@ -318,6 +342,10 @@ class OpenAICodec(Codec):
         message = (error.message or "").lower()
         if call.stream and "stream_options" in message and b'"stream_options"' in (request.body or b""):
             return {"stream_usage": (True, False)}
+        if (call.tool_choice not in (None, "auto", "none", "required") and not state.tool_choice_string
+                and "string" in message and ("tool_choice" in message or "type must be" in message)):
+            # llama.cpp's server: "[json.exception.type_error.302] type must be string, but is object"
+            return {"tool_choice_string": (False, True)}
         used = request.facts
         if call.schema is None or used is None or not any(word in message for word in _SCHEMA_FIELD_WORDS):
             return None
@@ -384,19 +412,26 @@ def completion_from_json(data: Any, kind: str, response: RawResponse, provider: 
         choices = sorted(choices, key=lambda c: c.get("index") if type(c.get("index")) is int else 0)
     texts: list[str] = []
     reasons: list[str | None] = []
-    tool_calls: list[Any] = []
-    for choice in choices:
+    tool_calls: list[list[ToolCall] | None] | None = None
+    for i, choice in enumerate(choices):
         if kind == "chat":
             answer = choice.get("message")
             if not isinstance(answer, dict):
                 answer = {}
             content = answer.get("content")
             texts.append(content if type(content) is str else "")
-            tool_calls.append(answer.get("tool_calls"))
+            calls = answer.get("tool_calls")
+            if calls and isinstance(calls, list):  # rare path: the per-choice list only when a choice called tools
+                if tool_calls is None:
+                    tool_calls = [None] * len(choices)
+                tool_calls[i] = [ToolCall.from_dict(c, j) for j, c in enumerate(calls) if isinstance(c, dict)]
+                # Some servers (Ollama, LM Studio) say "stop" for an answer that is tool calls.
+                if choice.get("finish_reason") in (None, "stop", "function_call"):
+                    reasons.append("tool_calls")
+                    continue
         else:
             text = choice.get("text")
             texts.append(text if type(text) is str else "")
-            tool_calls.append(None)
         reason = choice.get("finish_reason")
         reasons.append(reason if reason is None or type(reason) is str else str(reason))
     # raw stays bytes until read (see types._lazy_json).
@@ -483,14 +518,38 @@ class OpenAIStreamParser(StreamParser):
             if type(text) is str and text:
                 if index == 0:
                     out.append(text)
+                    if self.want_events:
+                        self.events.append(StreamEvent("text", text=text))
                 else:
                     self._extra.setdefault(index, []).append(text)
+            if self._chat and delta and index == 0:
+                calls = delta.get("tool_calls")
+                if calls:
+                    self._tool_fragments(calls)
             reason = choice.get("finish_reason")
             if reason and index == 0:
                 self.finish_reason = reason
         usage = obj.get("usage")
         if usage:
             self.usage = usage_from_json(usage)
+
+    def _tool_fragments(self, calls: Any) -> None:
+        """Fragments of ``delta.tool_calls``, merged by index (see ToolCallBuffer)."""
+        buffer = self.tool_buffer()
+        for position, fragment in enumerate(calls):
+            if not isinstance(fragment, dict):
+                continue
+            wire = fragment.get("index", position)
+            function = fragment.get("function") or {}
+            call_id = fragment.get("id")
+            name = function.get("name")
+            if call_id or name:
+                buffer.start(wire, call_id, name)
+            arguments = function.get("arguments")
+            if arguments is not None:
+                if not isinstance(arguments, str):  # a server that sends the arguments as an object
+                    arguments = json.dumps(arguments, ensure_ascii=False)
+                buffer.add(wire, arguments)
 
     def close(self) -> list[str]:
         if self._pending is not None:
@@ -503,11 +562,19 @@ class OpenAIStreamParser(StreamParser):
             self.usage, self.model, self.id = completion.usage, completion.model, completion.id
             text = completion.texts[0] if completion.texts else ""
             self.parts.append(text)
+            if text and self.want_events:
+                self.events.append(StreamEvent("text", text=text))
+            for call in completion.tool_calls_of(0) or ():
+                buffer = self.tool_buffer()
+                buffer.start(call.index, call.id, call.name)
+                buffer.add(call.index, call.arguments)
             return [text] if text else []
         out: list[str] = []
         for _, data in self._sse.close():
             self._event(data, out)
         self.parts.extend(out)
+        if self._tools is not None and self.finish_reason in ("stop", "function_call"):
+            self.finish_reason = "tool_calls"
         if not self._done and self.finish_reason is None:
             raise StreamTruncatedError(
                 "the stream ended before the server sent its finish reason or [DONE]; "
