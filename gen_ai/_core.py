@@ -65,6 +65,16 @@ class Parallel:
         self.flows = flows
 
 
+class Blocking:
+    """Action: call ``fn()``, which may block (a token callable, a credential refresh): inline
+    for sync calls, in the shared worker pool for async ones so the event loop never waits."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn = fn
+
+
 class Once:
     """Action: run the sub-flow ``make()`` builds, once among concurrent callers of ``flight``;
     callers arriving while it runs wait for it (at most ``timeout`` seconds), then go on."""
@@ -77,7 +87,7 @@ class Once:
         self.timeout = timeout
 
 
-Flow = Generator["Send | Sleep | Parallel | Once", Any, Any]
+Flow = Generator["Send | Sleep | Parallel | Once | Blocking", Any, Any]
 
 
 # Values to scrub from errors, or a function giving them (asked only when something failed).
@@ -130,6 +140,8 @@ def run_sync(flow: Flow, transport: Any, secrets: Secrets = ()) -> Any:
                     value = _parallel_sync(action.flows, transport, secrets)
                 elif type(action) is Once:
                     _once_sync(action, transport, secrets)
+                elif type(action) is Blocking:
+                    value = action.fn()
                 else:
                     assert type(action) is Sleep
                     time.sleep(action.seconds)
@@ -158,7 +170,11 @@ async def run_async(flow: Flow, transport: Any, secrets: Secrets = ()) -> Any:
                     else:
                         value = await transport.send(action.request, action.timeout)
                 elif type(action) is Parallel:
-                    value = await asyncio.gather(*(run_async(f, transport, secrets) for f in action.flows))
+                    value = await _parallel_async(action.flows, transport, secrets)
+                elif type(action) is Blocking:
+                    from ._offload import offload
+
+                    value = await offload(action.fn)
                 elif type(action) is Once:
                     await _once_async(action, transport, secrets)
                 else:
@@ -179,13 +195,38 @@ async def _once_async(once: Once, transport: Any, secrets: Secrets) -> None:
 
 
 def _parallel_sync(flows: list[Flow], transport: Any, secrets: Secrets) -> list[Any]:
+    """Run the flows at once in the process's shared, bounded top-up pool; the first failure is
+    raised and the flows that have not started yet are cancelled."""
     if len(flows) == 1:
         return [run_sync(flows[0], transport, secrets)]
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import FIRST_EXCEPTION, wait
 
-    with ThreadPoolExecutor(max_workers=min(len(flows), 16)) as pool:
-        futures = [pool.submit(run_sync, flow, transport, secrets) for flow in flows]
-        return [future.result() for future in futures]
+    from ._offload import topup_pool
+
+    pool = topup_pool()
+    futures = [pool.submit(run_sync, flow, transport, secrets) for flow in flows]
+    done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+    for future in futures:
+        if future in done and future.exception() is not None:
+            for other in futures:
+                other.cancel()
+            raise future.exception()
+    return [future.result() for future in futures]
+
+
+async def _parallel_async(flows: list[Flow], transport: Any, secrets: Secrets) -> list[Any]:
+    """Run the flows as tasks; when one fails, the others are cancelled (and awaited) before
+    the failure is raised, so no request outlives its call."""
+    import asyncio
+
+    tasks = [asyncio.ensure_future(run_async(flow, transport, secrets)) for flow in flows]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,6 +250,8 @@ def request_flow(codec: Any, call: Call | EmbeddingCall, deadline: float, max_re
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise APITimeoutError(f"the call did not finish within timeout={call.timeout:g}s (retries included)")
+        if codec.blocking_credentials:  # token callables, refreshing AWS credentials
+            yield Blocking(codec.refresh_credentials)
         request = codec.build_request(call, state)
         traced = observer is not None and observer.traces
         if traced:
@@ -258,12 +301,14 @@ def request_flow(codec: Any, call: Call | EmbeddingCall, deadline: float, max_re
         yield Sleep(delay)
 
 
-def probe_flow(codec: Any, call: Call, state: ServerState) -> Flow:
+def probe_flow(codec: Any, call: Call, state: ServerState, deadline: float | None = None) -> Flow:
     """The codec's one-time detection (guided_json dialects), if it wants one: run once per
-    state, however many calls arrive at the same moment (the others wait for its answer)."""
+    state, however many calls arrive at the same moment (the others wait for its answer). It
+    spends the call's own time (``deadline``), at most 10 s of it."""
     if codec.probe_request(call, state) is None:
         return
-    timeout = min(10.0, call.timeout)
+    budget = call.timeout if deadline is None else deadline - time.monotonic()
+    timeout = max(0.001, min(10.0, budget))
     yield Once(state.probe, lambda: _detect_flow(codec, call, state, timeout), 2 * timeout)
 
 
@@ -309,7 +354,7 @@ def call_flow(codec: Any, call: Call, max_retries: int, observer: Observer | Non
     if state is None:  # a caller without a client's state: learn for this call only
         state = ServerState()
     if call.schema is not None:
-        yield from probe_flow(codec, call, state)
+        yield from probe_flow(codec, call, state, deadline)
     first = call
     if call.n > 1 and state.max_n is not None and call.n > state.max_n:
         first = call.replace(n=1)  # learned: this server does not take this n; top up below
@@ -326,13 +371,19 @@ def call_flow(codec: Any, call: Call, max_retries: int, observer: Observer | Non
         first = call.replace(n=1)
         completion = yield from request_flow(codec, first, deadline, max_retries, observer, state)
     if call.n == 1 and call.schema is None and completion.texts:  # the common case, kept lean
-        return ChatResult(completion.texts[0], finish_reason=completion.finish_reasons[0],
-                          usage=completion.usage, model=completion.model, raw=completion.raw,
-                          latency=time.perf_counter() - start, id=completion.id,
-                          tool_calls=completion.tool_calls[0])
+        result = ChatResult(completion.texts[0], finish_reason=completion.finish_reasons[0],
+                            usage=completion.usage, model=completion.model, raw=completion.raw,
+                            latency=time.perf_counter() - start, id=completion.id,
+                            tool_calls=completion.tool_calls[0] if completion.tool_calls else None)
+        if completion.reasonings is not None or completion.reasoning_details is not None \
+                or completion.logprobs is not None:
+            attach_reasoning(result, completion, 0)
+        return result
     texts = list(completion.texts[: call.n])
+    # Where each answer came from (for its reasoning and logprobs).
+    sources: list[tuple[Completion, int]] = [(completion, i) for i in range(len(texts))]
     reasons = list(completion.finish_reasons[: call.n])
-    tool_calls = list(completion.tool_calls[: call.n])
+    tool_calls: list[Any] = [completion.tool_calls_of(i) for i in range(len(texts))]
     usage = completion.usage
     if not texts:
         texts, reasons, tool_calls = [""], [None], [None]
@@ -348,9 +399,10 @@ def call_flow(codec: Any, call: Call, max_retries: int, observer: Observer | Non
             [request_flow(codec, single, deadline, max_retries, observer, state)
              for _ in range(call.n - len(texts))])
         for more in extra:
+            sources.append((more, 0))
             texts.append(more.texts[0] if more.texts else "")
             reasons.append(more.finish_reasons[0] if more.finish_reasons else None)
-            tool_calls.append(more.tool_calls[0] if more.tool_calls else None)
+            tool_calls.append(more.tool_calls_of(0))
             usages.append(more.usage)
             usage = _add_usage(usage, more.usage)
     parsed: list[Any] = [None] * len(texts)
@@ -379,31 +431,47 @@ def call_flow(codec: Any, call: Call, max_retries: int, observer: Observer | Non
                     retry_call = _reask_call(call, texts[i], exc)
                     fixed: Completion = yield from request_flow(codec, retry_call, deadline, max_retries, observer,
                                                                 state)
+                    sources[i] = (fixed, 0)
                     texts[i] = fixed.texts[0] if fixed.texts else ""
                     reasons[i] = fixed.finish_reasons[0] if fixed.finish_reasons else None
                     usages[i] = _add_usage(usages[i], fixed.usage)
                     usage = _add_usage(usage, fixed.usage)
     latency = time.perf_counter() - start
     if call.n == 1:
-        return ChatResult(texts[0], finish_reason=reasons[0], usage=usage, model=completion.model,
-                          raw=completion.raw, latency=latency, id=completion.id, parsed=parsed[0],
-                          tool_calls=tool_calls[0])
+        result = ChatResult(texts[0], finish_reason=reasons[0], usage=usage, model=completion.model,
+                            raw=completion.raw, latency=latency, id=completion.id, parsed=parsed[0],
+                            tool_calls=tool_calls[0])
+        if sources:
+            attach_reasoning(result, *sources[0])
+        return result
     results = [
         ChatResult(texts[i], finish_reason=reasons[i], usage=usages[i], model=completion.model,
                    raw=completion.raw, latency=latency, id=completion.id, choice_index=i,
                    parsed=parsed[i], tool_calls=tool_calls[i])
         for i in range(len(texts))
     ]
+    for result, (source, j) in zip(results, sources, strict=False):  # no choice: nothing to copy
+        attach_reasoning(result, source, j)
     return ChatResults(results, usage, completion.model, latency, completion.raw)
 
 
+def attach_reasoning(result: ChatResult, completion: Completion, i: int) -> None:
+    """Copy choice ``i``'s thinking text, opaque reasoning items and logprobs onto the result
+    (set on the instance only when present)."""
+    for name, values in (("reasoning", completion.reasonings), ("reasoning_details", completion.reasoning_details),
+                         ("logprobs", completion.logprobs)):
+        if values is not None and i < len(values) and values[i] is not None:
+            setattr(result, name, values[i])
+
+
 def stream_open_flow(codec: Any, call: Call, max_retries: int, state: ServerState | None = None) -> Flow:
-    """Open a stream (with the same retries as any call); returns the open 2xx response."""
+    """Open a stream (with the same retries as any call); returns the open 2xx response. The
+    call's timeout covers the dialect probe as well."""
     if state is None:
         state = ServerState()
-    if call.schema is not None:
-        yield from probe_flow(codec, call, state)
     deadline = time.monotonic() + call.timeout
+    if call.schema is not None:
+        yield from probe_flow(codec, call, state, deadline)
     return (yield from request_flow(codec, call, deadline, max_retries, None, state))
 
 

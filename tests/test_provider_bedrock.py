@@ -299,7 +299,8 @@ def test_converse_non_streaming_sigv4(server):
     client = bedrock(server)
     result = client.run_chat_completions(CHAT[:2], max_tokens=8)
     assert result == "Paris" and result.finish_reason == "stop"
-    assert result.usage.to_dict() == {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}
+    assert result.usage.to_dict() == {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14,
+                                      "cached_tokens": 0, "cache_write_tokens": 0, "reasoning_tokens": 0}
     assert result.model == MODEL and result.id == "req-1"
     rec = server.requests[0]
     assert rec.method == "POST" and rec.path == "/model/anthropic.claude-3-haiku-20240307-v1:0/converse"
@@ -431,7 +432,8 @@ def test_converse_stream(server):
     deltas = list(stream)
     assert deltas == ["The ", "capital ", "is Paris."]
     assert stream.text == "The capital is Paris." and stream.finish_reason == "stop"
-    assert stream.usage.to_dict() == {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}
+    assert stream.usage.to_dict() == {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12,
+                                      "cached_tokens": 0, "cache_write_tokens": 0, "reasoning_tokens": 0}
     rec = server.requests[0]
     assert rec.path.endswith("/converse-stream")
     assert rec.headers["accept"] == "application/vnd.amazon.eventstream"

@@ -302,7 +302,8 @@ def test_chat_request_and_result(gem, server):
     server.add(200, generate_body("Hello there.", prompt_tokens=20, out_tokens=4))
     result = gem.run_chat_completions(MESSAGES, max_tokens=32, temperature=0.2)
     assert result == "Hello there." and result.finish_reason == "stop"
-    assert result.usage.to_dict() == {"prompt_tokens": 20, "completion_tokens": 4, "total_tokens": 24}
+    assert result.usage.to_dict() == {"prompt_tokens": 20, "completion_tokens": 4, "total_tokens": 24,
+                                      "cached_tokens": 0, "cache_write_tokens": 0, "reasoning_tokens": 0}
     assert result.model == MODEL and result.id == "resp-abc123" and result.latency > 0
     (req,) = server.requests
     assert req.method == "POST" and req.path == GEN_PATH
@@ -349,7 +350,8 @@ def test_stream_chat(gem, server):
     stream = gem.run_chat_completions_stream(MESSAGES, max_tokens=16)
     assert list(stream) == ["Hel", "lo", "!"]
     assert stream.text == "Hello!" and stream.finish_reason == "stop"
-    assert stream.usage.to_dict() == {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}
+    assert stream.usage.to_dict() == {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12,
+                                      "cached_tokens": 0, "cache_write_tokens": 0, "reasoning_tokens": 0}
     assert stream.model == MODEL and stream.latency > 0
     assert server.requests[0].path == STREAM_PATH
 

@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
+from .._keywords import AZURE_KEYWORDS
 from .._state import FRESH, Changes, ServerState
 from ..errors import ConfigurationError, ContentFilterError, GenAIError
 from ..types import Call, Completion, EmbeddingCall, RawResponse, Request
@@ -54,6 +55,7 @@ def _filtered_categories(results: Any) -> list[str]:
 
 class AzureCodec(OpenAICodec):
     provider = "azure"
+    extra_keywords = AZURE_KEYWORDS
     env_api_key = "AZURE_OPENAI_API_KEY"
     env_endpoint = "AZURE_OPENAI_ENDPOINT"
 
@@ -115,6 +117,11 @@ class AzureCodec(OpenAICodec):
         self._api_key = api_key or None
         self._token = azure_ad_token
         self._issued: deque[str] = deque(maxlen=4)
+        # A token callable may block (it often asks Entra ID over the network): the call flow
+        # calls refresh_credentials() first, off the event loop for async calls, and
+        # build_request takes the token it fetched.
+        self.blocking_credentials = callable(azure_ad_token)
+        self._fetched: deque[str] = deque()
         if self._api_key and not azure_ad_token:
             self._headers["api-key"] = self._api_key
         elif isinstance(azure_ad_token, str):
@@ -133,12 +140,24 @@ class AzureCodec(OpenAICodec):
 
     # -- requests ---------------------------------------------------------------------------
 
+    def refresh_credentials(self) -> None:
+        if callable(self._token):
+            self._fetched.append(self._new_token())
+
+    def _new_token(self) -> str:
+        assert callable(self._token)
+        token = self._token()
+        if token not in self._issued:
+            self._issued.append(token)
+        return token
+
     def _request_headers(self) -> dict[str, str]:
         headers = self._headers
         if callable(self._token):
-            token = self._token()
-            if token not in self._issued:
-                self._issued.append(token)
+            try:
+                token = self._fetched.popleft()
+            except IndexError:  # build_request called outside the call flow
+                token = self._new_token()
             headers = {**headers, "Authorization": f"Bearer {token}"}
         return headers
 
@@ -158,7 +177,9 @@ class AzureCodec(OpenAICodec):
         if call.stream and error.status_code == 400 and "stream_options" in (error.message or "").lower() \
                 and b'"stream_options"' in (request.body or b""):
             return {"stream_usage": (True, False)}
-        return None
+        # Reasoning deployments (o-series, gpt-5) under any deployment name: max_completion_tokens,
+        # no temperature / top_p, learned from the 400 once per client.
+        return self.adapt_reasoning_params(call, request, error, state)
 
     # -- responses --------------------------------------------------------------------------
 

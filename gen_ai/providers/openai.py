@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from .._keywords import OPENAI_KEYWORDS
 from .._sse import SSEDecoder
 from .._state import FRESH, Changes, ServerState
 from ..errors import (
@@ -40,17 +41,30 @@ from ..errors import (
     StreamError,
     StreamTruncatedError,
 )
-from ..types import Call, Completion, EmbeddingCall, EmbeddingPart, RawResponse, Request, Usage
+from ..types import (
+    Call,
+    Completion,
+    EmbeddingCall,
+    EmbeddingPart,
+    RawResponse,
+    Request,
+    StreamEvent,
+    TokenLogprob,
+    ToolCall,
+    Usage,
+)
 from ._base import (
     Codec,
     StreamParser,
     base64_vector,
     decode_json,
+    describe_body,
     dumps,
     error_details,
     float_vector,
     json_headers,
     status_error,
+    token_count,
 )
 
 DIALECTS = ("json_schema", "json_object", "tgi", "guided_json", "structured_outputs", "json_schema_field",
@@ -127,6 +141,25 @@ def vllm_profile(response: RawResponse | None) -> tuple[str, str | None]:
         return "vllm-legacy", version
     return "vllm", version
 
+# OpenAI's reasoning models (o1, o3, o4-mini, gpt-5, gpt-5.1, ...) take max_completion_tokens and
+# reject max_tokens, and (except the gpt-5 "chat" models) reject temperature / top_p other than
+# the default; known from the model name, so no failed round trip is needed.
+_REASONING_MODEL_RE = re.compile(r"^(?:o\d+(?:$|[-_.])|gpt-5)")
+_SAMPLING_PARAMS = frozenset({"temperature", "top_p"})
+# Words of a 4xx that says a named body field was not accepted (OpenAI, Azure, vLLM/pydantic).
+_REJECT_WORDS = ("unsupported", "not supported", "does not support", "not allowed", "input should be",
+                 "unrecognized", "extra inputs", "invalid value", "unknown parameter")
+# Parameters the adapt-on-400 may stop sending, once per client (ServerState.rejected_fields).
+_DROPPABLE = ("temperature", "top_p", "reasoning_effort")
+
+
+def reasoning_model_facts(model_name: str) -> tuple[str, frozenset[str]]:
+    """(the max-tokens field, the parameters not to send) for a model name, before any call."""
+    name = model_name.rsplit("/", 1)[-1].lower()
+    if not _REASONING_MODEL_RE.match(name):
+        return "max_tokens", frozenset()
+    return "max_completion_tokens", (frozenset() if "chat" in name else _SAMPLING_PARAMS)
+
 
 def normalize_base_url(endpoint: str, default_path: str = "/v1") -> str:
     """Accept ``http://host:8000``, ``http://host:8000/v1`` and ``http://host:8000/v1/`` alike.
@@ -161,11 +194,34 @@ def base_body(call: Call, model: str, messages: Any) -> dict[str, Any]:
         body["n"] = call.n
     if call.stream:
         body["stream"] = True
+    if call.tools is not None or call.tool_choice is not None or call.parallel_tool_calls is not None:
+        add_tools(body, call)
     return body
+
+
+def add_tools(body: dict[str, Any], call: Call, choice_as_string: bool = False) -> None:
+    """OpenAI's ``tools`` / ``tool_choice`` / ``parallel_tool_calls``. A named choice is the
+    object form, or, for servers that take only strings (llama.cpp's server), "required" with
+    the tool list cut down to the named tool: the same effect."""
+    tools = call.tools
+    choice = call.tool_choice
+    if tools:
+        body["tools"] = [tool.openai for tool in tools]
+    if choice is not None:
+        if choice in ("auto", "none", "required"):
+            body["tool_choice"] = choice
+        elif choice_as_string:
+            body["tools"] = [tool.openai for tool in tools or () if tool.name == choice]
+            body["tool_choice"] = "required"
+        else:
+            body["tool_choice"] = {"type": "function", "function": {"name": choice}}
+    if call.parallel_tool_calls is not None and tools:
+        body["parallel_tool_calls"] = call.parallel_tool_calls
 
 
 class OpenAICodec(Codec):
     provider = "openai"
+    extra_keywords = OPENAI_KEYWORDS
     env_api_key = "OPENAI_API_KEY"
     env_endpoint = "OPENAI_BASE_URL"
 
@@ -218,15 +274,45 @@ class OpenAICodec(Codec):
                                      field="embedding_encoding")
         # As configured; a server that rejects base64 is learned in the client's ServerState.
         self.embedding_encoding = embedding_encoding
+        # Known from the model name (configuration, not learned): the chat body's max-tokens field
+        # and the parameters this model rejects. What 4xx answers teach is in ServerState
+        # (max_tokens_field, rejected_fields), see adapt_reasoning_params().
+        self._name_max_tokens_field, self._name_rejected = reasoning_model_facts(model_name)
+        # Servers other than OpenAI's own take chat_template_kwargs (Qwen3 / DeepSeek thinking switch).
+        host = (urlsplit(self.base_url).hostname or "").lower()
+        self.template_thinking_switch = not (host == "api.openai.com" or host.endswith(".openai.azure.com"))
 
     # -- requests -------------------------------------------------------------------------
 
     def build_body(self, call: Call, state: ServerState = FRESH) -> dict[str, Any]:
-        body = base_body(call, self.model_name, call.messages)
+        messages = call.messages
+        if messages is not None:
+            for message in messages:
+                if "reasoning_details" in message:  # another provider's items from to_message()
+                    messages = strip_reasoning_details(messages)
+                    break
+        body = base_body(call, self.model_name, messages)
+        if call.kind == "chat" and (self._name_max_tokens_field != "max_tokens" or state.max_tokens_field):
+            body[state.max_tokens_field or self._name_max_tokens_field] = body.pop("max_tokens")
+        rejected = state.rejected_fields
+        if self._name_rejected or rejected:
+            for name in self._name_rejected | rejected:
+                body.pop(name, None)
+        if call.reasoning_effort is not None:
+            self._add_reasoning_effort(body, call.reasoning_effort, rejected)
+        if call.logprobs:
+            if call.kind == "chat":
+                body["logprobs"] = True
+                if call.top_logprobs is not None:
+                    body["top_logprobs"] = call.top_logprobs
+            else:  # the legacy completions API: logprobs is the number of alternatives
+                body["logprobs"] = call.top_logprobs or 0
         if call.stream and self.stream_usage and state.stream_usage:
             body["stream_options"] = {"include_usage": True}
         if call.schema is not None:
             self._add_schema(body, call, state)
+        if state.tool_choice_string and call.tools is not None:
+            add_tools(body, call, choice_as_string=True)
         if call.extra:
             body.update(call.extra)
         return body
@@ -237,6 +323,41 @@ class OpenAICodec(Codec):
         if call.schema is not None:
             request.facts = self._dialect(call.kind, state)
         return request
+
+    def _add_reasoning_effort(self, body: dict[str, Any], effort: str | int,
+                              rejected: frozenset[str] = frozenset()) -> None:
+        if isinstance(effort, int):
+            raise InvalidInputError(
+                f"reasoning_effort={effort}: provider {self.provider!r} takes a level name, not a token budget",
+                suggestion='Pass reasoning_effort="low", "medium" or "high" (or "none" / "minimal" where the '
+                           "model takes it).",
+                field="reasoning_effort",
+            )
+        if "reasoning_effort" not in rejected:
+            body["reasoning_effort"] = effort
+        if effort == "none" and self.template_thinking_switch:
+            # Qwen3 / DeepSeek-style chat templates on vLLM, SGLang and llama.cpp switch thinking off here.
+            body["chat_template_kwargs"] = {"enable_thinking": False}
+
+    def adapt_reasoning_params(self, call: Call, request: Request, error: GenAIError,
+                               state: ServerState) -> Changes | None:
+        """A 4xx naming max_tokens (use max_completion_tokens) or a parameter the model rejects
+        (temperature, top_p, reasoning_effort) that the failed request sent: the change to the
+        client's ServerState (learned once per client), or None."""
+        if error.status_code not in (400, 422):
+            return None
+        message = (error.message or "").lower()
+        body = request.body or b""
+        if ("max_completion_tokens" in message and "max_tokens" in message and call.kind == "chat"
+                and b'"max_tokens"' in body):
+            return {"max_tokens_field": (None, "max_completion_tokens")}
+        if not any(word in message for word in _REJECT_WORDS):
+            return None
+        for name in _DROPPABLE:
+            if name in message and f'"{name}"'.encode() in body:
+                rejected = state.rejected_fields
+                return {"rejected_fields": (rejected, rejected | {name})}
+        return None
 
     def profile(self, state: ServerState) -> str:
         """The server profile in use: forced by ``dialect=``, else detected, else "openai"."""
@@ -324,6 +445,13 @@ class OpenAICodec(Codec):
         message = (error.message or "").lower()
         if call.stream and "stream_options" in message and b'"stream_options"' in (request.body or b""):
             return {"stream_usage": (True, False)}
+        changes = self.adapt_reasoning_params(call, request, error, state)
+        if changes is not None:
+            return changes
+        if (call.tool_choice not in (None, "auto", "none", "required") and not state.tool_choice_string
+                and "string" in message and ("tool_choice" in message or "type must be" in message)):
+            # llama.cpp's server: "[json.exception.type_error.302] type must be string, but is object"
+            return {"tool_choice_string": (False, True)}
         used = request.facts
         if call.schema is None or used is None or not any(word in message for word in _SCHEMA_FIELD_WORDS):
             return None
@@ -376,6 +504,13 @@ class OpenAICodec(Codec):
         return OpenAIStreamParser(call.kind, self.provider, headers)
 
 
+def strip_reasoning_details(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages without ``reasoning_details`` (Chat Completions servers reject unknown
+    message fields, and have no use for other providers' signatures)."""
+    return [{k: v for k, v in m.items() if k != "reasoning_details"} if "reasoning_details" in m else m
+            for m in messages]
+
+
 @functools.lru_cache(maxsize=1)
 def _have_gbnf() -> bool:
     """Whether llama-cpp-python's JSON-schema -> GBNF converter can be imported (looked up, not
@@ -404,22 +539,90 @@ def completion_from_json(data: Any, kind: str, response: RawResponse, provider: 
             f"the response has no 'choices' list: {message[:300]}",
             status_code=response.status, url=response.url, method=response.method, provider=provider,
         )
-    choices = sorted(choices, key=lambda c: c.get("index", 0)) if len(choices) > 1 else choices
+    if not all(isinstance(c, dict) for c in choices):
+        raise ResponseError(
+            f"the response's 'choices' must be a list of objects: {describe_body(response.body)[:300]}",
+            status_code=response.status, url=response.url, method=response.method, provider=provider,
+        )
+    if len(choices) > 1:
+        choices = sorted(choices, key=lambda c: c.get("index") if type(c.get("index")) is int else 0)
     texts: list[str] = []
     reasons: list[str | None] = []
-    tool_calls: list[Any] = []
-    for choice in choices:
+    tool_calls: list[list[ToolCall] | None] | None = None
+    reasonings: list[str | None] | None = None
+    logprobs: list[Any] | None = None
+    for i, choice in enumerate(choices):
         if kind == "chat":
-            answer = choice.get("message") or {}
-            texts.append(answer.get("content") or "")
-            tool_calls.append(answer.get("tool_calls"))
+            answer = choice.get("message")
+            if not isinstance(answer, dict):
+                answer = {}
+            content = answer.get("content")
+            texts.append(content if type(content) is str else "")
+            # vLLM (since early 2026), Ollama /v1, LM Studio, OpenRouter: "reasoning";
+            # SGLang, llama.cpp, DeepSeek, older vLLM: "reasoning_content".
+            thinking = answer.get("reasoning_content") or answer.get("reasoning")
+            if thinking and isinstance(thinking, str):
+                if reasonings is None:
+                    reasonings = [None] * len(choices)
+                reasonings[i] = thinking
+            calls = answer.get("tool_calls")
+            if calls and isinstance(calls, list):  # rare path: the per-choice list only when a choice called tools
+                if tool_calls is None:
+                    tool_calls = [None] * len(choices)
+                tool_calls[i] = [ToolCall.from_dict(c, j) for j, c in enumerate(calls) if isinstance(c, dict)]
         else:
-            texts.append(choice.get("text") or "")
-            tool_calls.append(None)
-        reasons.append(choice.get("finish_reason"))
+            text = choice.get("text")
+            texts.append(text if type(text) is str else "")
+        reason = choice.get("finish_reason")
+        if tool_calls is not None and tool_calls[i] and reason in (None, "stop", "function_call"):
+            reason = "tool_calls"  # some servers (Ollama, LM Studio) say "stop" for an answer that is tool calls
+        reasons.append(reason if reason is None or type(reason) is str else str(reason))
+        if choice.get("logprobs"):
+            if logprobs is None:
+                logprobs = [None] * len(choices)
+            logprobs[i] = logprobs_from_json(choice["logprobs"])
     # raw stays bytes until read (see types._lazy_json).
     return Completion(texts, reasons, usage_from_json(data.get("usage")), data.get("model"), response.body or data,
-                      data.get("id"), tool_calls)
+                      data.get("id"), tool_calls, reasonings, None, logprobs)
+
+
+def logprob_value(value: Any) -> float:
+    """A log probability from a response: a number, anything else (null, text) counts 0.0."""
+    return float(value) if type(value) in (int, float) else 0.0
+
+
+def logprobs_from_json(value: Any) -> list[TokenLogprob] | None:
+    """Chat ``logprobs.content`` [{token, logprob, bytes, top_logprobs: [{token, logprob}]}], or
+    the legacy completions shape {tokens, token_logprobs, top_logprobs: [{token: logprob}]}."""
+    if not isinstance(value, dict):
+        return None
+    content = value.get("content")
+    if isinstance(content, list):
+        out: list[TokenLogprob] = []
+        for item in content:
+            if not isinstance(item, dict):
+                continue
+            tops = item.get("top_logprobs")
+            raw_bytes = item.get("bytes")
+            out.append(TokenLogprob(str(item.get("token", "")), logprob_value(item.get("logprob")),
+                                    [(str(t.get("token", "")), logprob_value(t.get("logprob")))
+                                     for t in (tops if isinstance(tops, list) else ()) if isinstance(t, dict)],
+                                    raw_bytes if isinstance(raw_bytes, list) else None))
+        return out
+    tokens = value.get("tokens")
+    if isinstance(tokens, list):
+        lps = value.get("token_logprobs")
+        lps = lps if isinstance(lps, list) else []
+        tops = value.get("top_logprobs")
+        tops = tops if isinstance(tops, list) else []
+        legacy = []
+        for j, token in enumerate(tokens):
+            top = tops[j] if j < len(tops) and isinstance(tops[j], dict) else {}
+            legacy.append(TokenLogprob(str(token), logprob_value(lps[j] if j < len(lps) else None),
+                                       sorted(((str(k), logprob_value(v)) for k, v in top.items()),
+                                              key=lambda t: -t[1])))
+        return legacy
+    return None
 
 
 def embedding_body(call: EmbeddingCall, model: str, encoding: str) -> dict[str, Any]:
@@ -459,11 +662,28 @@ def embeddings_from_json(data: Any, call: EmbeddingCall, response: RawResponse, 
 
 
 def usage_from_json(usage: Any) -> Usage | None:
+    """OpenAI's usage: ``prompt_tokens`` already counts cached tokens and ``completion_tokens``
+    reasoning ones. The details come from ``prompt_tokens_details.cached_tokens`` (OpenAI, Azure,
+    vLLM with --enable-prompt-tokens-details, SGLang with --enable-cache-report, llama.cpp's server),
+    DeepSeek's ``prompt_cache_hit_tokens``, and ``completion_tokens_details.reasoning_tokens``
+    (OpenAI, Azure; a top-level ``reasoning_tokens`` is read too)."""
     if not isinstance(usage, dict):
         return None
-    prompt = usage.get("prompt_tokens") or 0
-    completion = usage.get("completion_tokens") or 0
-    return Usage(prompt, completion, usage.get("total_tokens") or prompt + completion)
+    prompt = token_count(usage.get("prompt_tokens"))
+    completion = token_count(usage.get("completion_tokens"))
+    total = prompt + completion if prompt or completion else token_count(usage.get("total_tokens"))
+    result = Usage(prompt, completion, total)
+    details = usage.get("prompt_tokens_details")
+    if isinstance(details, dict):
+        result.cached_tokens = token_count(details.get("cached_tokens"))
+    elif "prompt_cache_hit_tokens" in usage:
+        result.cached_tokens = token_count(usage["prompt_cache_hit_tokens"])
+    details = usage.get("completion_tokens_details")
+    if isinstance(details, dict):
+        result.reasoning_tokens = token_count(details.get("reasoning_tokens"))
+    elif "reasoning_tokens" in usage:
+        result.reasoning_tokens = token_count(usage["reasoning_tokens"])
+    return result
 
 
 class OpenAIStreamParser(StreamParser):
@@ -477,6 +697,7 @@ class OpenAIStreamParser(StreamParser):
         self._provider = provider
         self._sse = SSEDecoder()
         self._done = False
+        self._pending: GenAIError | None = None
         self._extra: dict[int, list[str]] = {}
         content_type = (headers.get("content-type") or "").lower()
         self._json_body: list[bytes] | None = [] if content_type.startswith("application/json") else None
@@ -487,12 +708,20 @@ class OpenAIStreamParser(StreamParser):
         return [self.text] + ["".join(self._extra[i]) for i in sorted(self._extra)]
 
     def feed(self, chunk: bytes) -> list[str]:
+        if self._pending is not None:
+            raise self._pending
         if self._json_body is not None:
             self._json_body.append(chunk)
             return []
         out: list[str] = []
-        for _, data in self._sse.feed(chunk):
-            self._event(data, out)
+        try:
+            for _, data in self._sse.feed(chunk):
+                self._event(data, out)
+        except GenAIError as exc:
+            # Hand out the text that came before the error in this chunk first; raise on the next call.
+            if not out:
+                raise
+            self._pending = exc
         if out:
             self.parts.extend(out)
         return out
@@ -514,18 +743,41 @@ class OpenAIStreamParser(StreamParser):
         if self.id is None:
             self.id = obj.get("id")
             self.model = obj.get("model")
-        for choice in obj.get("choices") or ():
+        choices = obj.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            if not isinstance(choice, dict):
+                raise StreamError(f"malformed stream event (a choice is not an object): {data[:200]!r}",
+                                  provider=self._provider)
+            index = choice.get("index", 0)
             if self._chat:
                 delta = choice.get("delta")
-                text = delta.get("content") if delta else None
+                if isinstance(delta, dict):
+                    text = delta.get("content")
+                    thinking = delta.get("reasoning_content") or delta.get("reasoning")
+                    if type(thinking) is str and thinking and index == 0:
+                        self.add_reasoning(thinking)
+                else:
+                    text = None
             else:
                 text = choice.get("text")
-            index = choice.get("index", 0)
-            if text:
+            if index == 0 and choice.get("logprobs"):
+                more = logprobs_from_json(choice["logprobs"])
+                if more:
+                    if self.logprobs is None:
+                        self.logprobs = more
+                    else:
+                        self.logprobs.extend(more)
+            if type(text) is str and text:
                 if index == 0:
                     out.append(text)
+                    if self.want_events:
+                        self.events.append(StreamEvent("text", text=text))
                 else:
                     self._extra.setdefault(index, []).append(text)
+            if self._chat and delta and index == 0:
+                calls = delta.get("tool_calls")
+                if calls:
+                    self._tool_fragments(calls)
             reason = choice.get("finish_reason")
             if reason and index == 0:
                 self.finish_reason = reason
@@ -533,20 +785,52 @@ class OpenAIStreamParser(StreamParser):
         if usage:
             self.usage = usage_from_json(usage)
 
+    def _tool_fragments(self, calls: Any) -> None:
+        """Fragments of ``delta.tool_calls``, merged by index (see ToolCallBuffer)."""
+        buffer = self.tool_buffer()
+        for position, fragment in enumerate(calls):
+            if not isinstance(fragment, dict):
+                continue
+            wire = fragment.get("index", position)
+            function = fragment.get("function") or {}
+            call_id = fragment.get("id")
+            name = function.get("name")
+            if call_id or name:
+                buffer.start(wire, call_id, name)
+            arguments = function.get("arguments")
+            if arguments is not None:
+                if not isinstance(arguments, str):  # a server that sends the arguments as an object
+                    arguments = json.dumps(arguments, ensure_ascii=False)
+                buffer.add(wire, arguments)
+
     def close(self) -> list[str]:
+        if self._pending is not None:
+            raise self._pending
         if self._json_body is not None:
             body = b"".join(self._json_body)
             raw = RawResponse(200, {}, body, "", "POST")
             completion = completion_from_json(decode_json(raw, self._provider), self._kind, raw, self._provider)
             self.finish_reason = completion.finish_reasons[0] if completion.finish_reasons else None
             self.usage, self.model, self.id = completion.usage, completion.model, completion.id
+            if completion.reasonings and completion.reasonings[0]:
+                self.add_reasoning(completion.reasonings[0])
+            if completion.logprobs and completion.logprobs[0]:
+                self.logprobs = completion.logprobs[0]
             text = completion.texts[0] if completion.texts else ""
             self.parts.append(text)
+            if text and self.want_events:
+                self.events.append(StreamEvent("text", text=text))
+            for call in completion.tool_calls_of(0) or ():
+                buffer = self.tool_buffer()
+                buffer.start(call.index, call.id, call.name)
+                buffer.add(call.index, call.arguments)
             return [text] if text else []
         out: list[str] = []
         for _, data in self._sse.close():
             self._event(data, out)
         self.parts.extend(out)
+        if self._tools is not None and self.finish_reason in ("stop", "function_call"):
+            self.finish_reason = "tool_calls"
         if not self._done and self.finish_reason is None:
             raise StreamTruncatedError(
                 "the stream ended before the server sent its finish reason or [DONE]; "
