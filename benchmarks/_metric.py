@@ -534,6 +534,110 @@ METRICS = {"seq": run_seq, "async": run_async, "stream": run_stream, "tools": ru
            "batch_file": run_batch_file}
 
 
+# -- embeddings: EMBED_BATCH texts per request; value = texts per second ----------------------------
+
+EMBED_BATCH = 16
+
+
+def run_embeddings(lib: str, base: str, opts: dict[str, Any]) -> dict[str, Any]:
+    import asyncio
+
+    n, concurrency = opts["calls"], opts["concurrency"]
+    texts = [f"benchmark text number {i}" for i in range(EMBED_BATCH)]
+    b64_base = base.replace("/v1", "/b64/v1")
+
+    async def main() -> tuple[float, int]:
+        if lib in ("gen_ai", "gen_ai_float"):
+            from gen_ai import create_client
+
+            float_only = lib == "gen_ai_float"
+            client = create_client("openai", api_key=API_KEY, endpoint=base if float_only else b64_base,
+                                   model_name=MODEL, max_connections=concurrency,
+                                   embedding_encoding="float" if float_only else "base64")
+
+            async def call() -> int:
+                return len(await client.arun_embeddings(texts))
+
+            close = client.aclose
+        elif lib == "openai":
+            from openai import AsyncOpenAI
+
+            oc = AsyncOpenAI(api_key=API_KEY, base_url=b64_base)  # the SDK asks for base64 by default
+
+            async def call() -> int:
+                return len((await oc.embeddings.create(model=MODEL, input=texts)).data)
+
+            close = oc.close
+        else:  # raw_aiohttp (JSON floats) / raw_aiohttp_b64 (base64 decoded with array)
+            import array
+            import base64 as b64
+
+            import aiohttp
+
+            session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency))
+            as_b64 = lib == "raw_aiohttp_b64"
+            url = (b64_base if as_b64 else base) + "/embeddings"
+            payload = json.dumps({"model": MODEL, "input": texts,
+                                  **({"encoding_format": "base64"} if as_b64 else {})}).encode()
+
+            async def call() -> int:
+                async with session.post(url, data=payload, headers=_HEADERS) as r:
+                    data = json.loads(await r.read())
+                vectors = []
+                for item in data["data"]:
+                    if as_b64:
+                        floats = array.array("f")
+                        floats.frombytes(b64.b64decode(item["embedding"]))
+                        vectors.append(floats.tolist())
+                    else:
+                        vectors.append(item["embedding"])
+                return len(vectors)
+
+            close = session.close
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one() -> int:
+            async with sem:
+                return await call()
+
+        await asyncio.gather(*(one() for _ in range(64)))  # warm-up
+        start = time.perf_counter()
+        counts = await asyncio.gather(*(one() for _ in range(n)))
+        elapsed = time.perf_counter() - start
+        await close()
+        assert all(c == EMBED_BATCH for c in counts)
+        return elapsed, sum(counts)
+
+    elapsed, texts_done = asyncio.run(main())
+    return {"value": texts_done / elapsed, "calls": n, "seconds": elapsed, "failures": 0, "rss_mb": _peak_rss_mb()}
+
+
+def run_replicas(lib: str, base: str, opts: dict[str, Any]) -> dict[str, Any]:
+    """The list batch through one client: one endpoint (gen_ai) or the stub's two ports."""
+    from gen_ai import create_client
+
+    n, concurrency = opts["calls"], opts["concurrency"]
+    endpoint: Any = base
+    if lib == "gen_ai_2_replicas":
+        from urllib.parse import urlsplit
+
+        port = urlsplit(base).port or 80
+        endpoint = [base, base.replace(f":{port}/", f":{port + 1}/")]
+    client = create_client("openai", api_key=API_KEY, endpoint=endpoint, model_name=MODEL)
+    kwargs = dict(max_tokens=MAX_TOKENS, max_concurrent=concurrency, progress=False, return_error=True)
+    client.run_chat_completions_batch([MESSAGES] * 64, **kwargs)
+    start = time.perf_counter()
+    results, errors = client.run_chat_completions_batch([MESSAGES] * n, **kwargs)
+    elapsed = time.perf_counter() - start
+    failures = sum(1 for e in errors if e is not None)
+    client.close()
+    return {"value": n / elapsed, "calls": n, "seconds": elapsed, "failures": failures, "rss_mb": _peak_rss_mb()}
+
+
+METRICS["embeddings"] = run_embeddings
+METRICS["replicas"] = run_replicas
+
+
 if __name__ == "__main__":
     metric, lib, base = sys.argv[1], sys.argv[2], sys.argv[3]
     opts = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}

@@ -47,11 +47,14 @@ VENVS: dict[str, list[str]] = {
 }
 LIB_VENV = {"gen_ai": "genai", "raw_httpclient": "genai", "raw_httpx": "genai", "raw_aiohttp": "genai",
             "openai": "openai", "litellm": "litellm", "aisuite": "aisuite", "anyllm": "anyllm",
-            "gen_ai_otel_idle": "genai-otel", "gen_ai_otel_memory": "genai-otel"}
+            "gen_ai_otel_idle": "genai-otel", "gen_ai_otel_memory": "genai-otel",
+            "gen_ai_float": "genai", "raw_aiohttp_b64": "genai", "gen_ai_2_replicas": "genai"}
 LIB_LABEL = {"gen_ai": "gen_ai", "openai": "openai SDK", "litellm": "litellm", "aisuite": "aisuite",
              "anyllm": "any-llm", "raw_httpclient": "raw http.client", "raw_httpx": "raw httpx",
              "raw_aiohttp": "raw aiohttp", "gen_ai_otel_idle": "gen_ai + OTel SDK, no provider",
-             "gen_ai_otel_memory": "gen_ai + OTel, in-memory exporter"}
+             "gen_ai_otel_memory": "gen_ai + OTel, in-memory exporter",
+             "gen_ai_float": "gen_ai, JSON floats", "raw_aiohttp_b64": "raw aiohttp, base64",
+             "gen_ai_2_replicas": "gen_ai, 2 replicas"}
 IMPORTS = {"gen_ai": "import gen_ai", "openai": "import openai", "litellm": "import litellm",
            "aisuite": "import aisuite", "anyllm": "import any_llm"}
 
@@ -78,6 +81,8 @@ FIRSTCALL = {
 }
 
 STREAM_CHUNKS = 2000
+EMBED_BATCH = 16  # texts per embeddings request (the stub's answer always holds this many)
+EMBED_DIMS = 64
 CHAT_JSON = {
     "id": "chatcmpl-bench", "object": "chat.completion", "created": 1700000000, "model": "bench",
     "system_fingerprint": "fp_bench",
@@ -104,6 +109,9 @@ PLAN = {
     "tools": {"runs": (3, 2), "streams": (5, 2)},
     "batch": {"runs": (3, 2), "calls": (20000, 4000), "concurrency": 256},
     "batch_file": {"runs": (3, 2), "calls": (20000, 4000), "concurrency": 256},
+    # requests of EMBED_BATCH texts; the value is texts per second
+    "embeddings": {"runs": (3, 2), "calls": (5000, 1000), "concurrency": 64},
+    "replicas": {"runs": (3, 2), "calls": (20000, 4000), "concurrency": 256},
 }
 METRIC_LIBS = {
     "import": ["gen_ai", "openai", "litellm", "aisuite", "anyllm"],
@@ -116,6 +124,8 @@ METRIC_LIBS = {
     "tools": ["gen_ai", "raw_httpclient", "openai"],
     "batch": ["gen_ai"],
     "batch_file": ["gen_ai"],
+    "embeddings": ["gen_ai", "gen_ai_float", "openai", "raw_aiohttp", "raw_aiohttp_b64"],
+    "replicas": ["gen_ai", "gen_ai_2_replicas"],
 }
 
 
@@ -221,6 +231,9 @@ def write_stub_files() -> None:
         with open(os.path.join(stub, name), "w") as f:
             f.write("".join(parts))
     write_tool_stream(stub)
+    for as_base64, name in ((False, "embeddings.json"), (True, "embeddings_b64.json")):
+        with open(os.path.join(stub, name), "w") as f:
+            f.write(json.dumps(_embed_body(as_base64), separators=(",", ":")))
 
 
 def write_tool_stream(stub: str) -> None:
@@ -250,10 +263,26 @@ def write_tool_stream(stub: str) -> None:
         f.write("".join(parts))
 
 
+def _embed_body(as_base64: bool) -> dict[str, Any]:
+    import array
+    import base64
+    import random
+
+    rng = random.Random(7)
+    data = []
+    for i in range(EMBED_BATCH):
+        vec = array.array("f", [rng.uniform(-0.2, 0.2) for _ in range(EMBED_DIMS)])
+        emb: Any = base64.b64encode(vec.tobytes()).decode() if as_base64 else [float(f"{v:.8g}") for v in vec]
+        data.append({"object": "embedding", "index": i, "embedding": emb})
+    return {"object": "list", "data": data, "model": "bench",
+            "usage": {"prompt_tokens": 4 * EMBED_BATCH, "total_tokens": 4 * EMBED_BATCH}}
+
+
 def write_nginx_conf(port: int) -> str:
     with open(os.path.join(HERE, "nginx.conf.template")) as f:
         conf = f.read()
-    for key, value in (("@PORT@", str(port)), ("@WORK@", WORK),
+    for key, value in (("@PORT@", str(port)), ("@PORT2@", str(port + 1)), ("@WORK@", WORK),
+
                        ("@CHAT_JSON@", json.dumps(CHAT_JSON, separators=(",", ":"))),
                        ("@TEXT_JSON@", json.dumps(TEXT_JSON, separators=(",", ":")))):
         conf = conf.replace(key, value)
@@ -502,6 +531,9 @@ TITLES = {
     "tools": f"4b. Streamed tool calls: argument fragments per second, {STREAM_CHUNKS:,} fragments of one call",
     "batch": "5. gen_ai batch API: run_chat_completions_batch(max_concurrent=256)",
     "batch_file": "5b. gen_ai file batch: run_batch_file (checkpointing every result)",
+    "embeddings": f"6. Embeddings: texts per second, {EMBED_BATCH} texts x {EMBED_DIMS} floats per request, "
+                  "concurrency 64 (base64 vs JSON floats)",
+    "replicas": "7. One client over two endpoints vs one: run_chat_completions_batch(max_concurrent=256)",
 }
 
 

@@ -510,6 +510,13 @@ class _EmbeddingCodec:
     def refresh_credentials(self) -> None:
         self.codec.refresh_credentials()
 
+    @property
+    def blocking_credentials(self) -> bool:
+        return bool(self.codec.blocking_credentials)
+
+    def refresh_credentials(self) -> None:
+        self.codec.refresh_credentials()
+
     def build_request(self, call: Any, state: ServerState) -> Request:
         request: Request = self.codec.build_embedding_request(call, state)
         return request
