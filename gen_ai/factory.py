@@ -22,7 +22,8 @@ PROVIDERS: dict[str, str] = {
 }
 
 # Options that belong to the Client (transport, retries); everything else goes to the codec.
-_CLIENT_OPTIONS = ("max_retries", "timeout", "schema_retries", "max_connections")
+_CLIENT_OPTIONS = ("max_retries", "timeout", "schema_retries", "max_connections", "hooks", "telemetry",
+                   "follow_redirects", "proxy", "trust_env", "verify", "cert", "allow_local_files")
 
 
 def create_client(
@@ -36,8 +37,15 @@ def create_client(
 
     ``api_key`` and ``endpoint`` fall back to the provider's environment variables
     (``OPENAI_API_KEY`` / ``OPENAI_BASE_URL`` for "openai"). Client options: ``max_retries``
-    (default 2), ``timeout`` (seconds, or a ``(connect, read)`` pair), ``schema_retries``
-    (default 1), ``max_connections`` (async pool size, default 256). Provider options, e.g.
+    (default 2), ``timeout`` (every call's default: seconds, default 30, or a
+    ``gen_ai.Timeout(total, connect=, read=)``), ``schema_retries`` (default 1),
+    ``max_connections`` (async pool size, default 256). Network options (docs/security.md):
+    ``follow_redirects`` (default False; True follows same-origin redirects only), ``proxy``
+    (default: ``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY``/``NO_PROXY``), ``trust_env``
+    (default True: read those variables), ``verify`` (True, a CA bundle path, or False) and
+    ``cert`` (a client certificate: a path, or ``(cert, key)``), ``allow_local_files`` (default
+    False: image parts inside messages may not name local files; see docs/security.md). Provider
+    options, e.g.
     ``dialect`` for "openai", are passed to the provider.
     """
     if not isinstance(provider, str) or provider.lower() not in PROVIDERS:

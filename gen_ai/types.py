@@ -50,9 +50,13 @@ class Usage:
 
 
 class Request:
-    """One HTTP request, as a provider codec builds it. ``body`` is already encoded."""
+    """One HTTP request, as a provider codec builds it. ``body`` is already encoded.
 
-    __slots__ = ("method", "url", "headers", "body", "stream")
+    ``facts`` is what the codec read from the learned server state to build it (for example
+    the structured-output dialect), handed back to ``codec.fallback`` when the request fails:
+    a fallback is decided from what the failed request used, not from the state as it is now."""
+
+    __slots__ = ("method", "url", "headers", "body", "stream", "facts")
 
     def __init__(
         self,
@@ -61,12 +65,14 @@ class Request:
         headers: dict[str, str],
         body: bytes | None = None,
         stream: bool = False,
+        facts: Any = None,
     ) -> None:
         self.method = method
         self.url = url
         self.headers = headers
         self.body = body
         self.stream = stream
+        self.facts = facts
 
     def __repr__(self) -> str:  # headers hold credentials: never show them
         return f"Request({self.method} {self.url}, stream={self.stream})"
@@ -89,11 +95,16 @@ class RawResponse:
 
 
 class Call:
-    """One normalized user call, after validation: what codecs turn into a request."""
+    """One normalized user call, after validation: what codecs turn into a request.
+
+    ``tools`` is None or a list of ``gen_ai.tools.Tool`` (normalised, validated); ``tool_choice``
+    is None, "auto", "none", "required" or a tool name; ``parallel_tool_calls`` None or a bool.
+    """
 
     __slots__ = (
         "kind", "messages", "prompt", "max_tokens", "temperature", "top_p", "n",
         "timeout", "schema", "stream", "extra", "schema_retries",
+        "tools", "tool_choice", "parallel_tool_calls",
     )
 
     def __init__(
@@ -111,6 +122,9 @@ class Call:
         stream: bool = False,
         extra: dict[str, Any] | None = None,
         schema_retries: int = 1,
+        tools: list[Any] | None = None,
+        tool_choice: str | None = None,
+        parallel_tool_calls: bool | None = None,
     ) -> None:
         self.kind = kind  # "chat" or "completion"
         self.messages = messages
@@ -124,12 +138,130 @@ class Call:
         self.stream = stream
         self.extra = extra or {}
         self.schema_retries = schema_retries
+        self.tools = tools
+        self.tool_choice = tool_choice
+        self.parallel_tool_calls = parallel_tool_calls
 
     def replace(self, **changes: Any) -> "Call":
         new = Call.__new__(Call)
         for name in Call.__slots__:
             setattr(new, name, changes[name] if name in changes else getattr(self, name))
         return new
+
+
+def new_call_id() -> str:
+    """An id for a tool call whose server sent none (the tool result must name it)."""
+    import uuid
+
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+class ToolCall:
+    """One function call the model asked for.
+
+    ``arguments`` is the raw JSON text the model wrote (kept as sent, so a bad call can be shown
+    and sent back as it was); ``parsed_arguments`` decodes it, or raises
+    ``InvalidToolArgumentsError`` naming the tool and the JSON problem. ``index`` is the call's
+    position in the answer (streams merge fragments by it).
+    """
+
+    __slots__ = ("id", "name", "arguments", "index")
+
+    def __init__(self, id: str, name: str, arguments: str = "{}", index: int = 0) -> None:
+        self.id = id
+        self.name = name
+        self.arguments = arguments
+        self.index = index
+
+    @property
+    def parsed_arguments(self) -> dict[str, Any]:
+        import json
+
+        from .errors import InvalidToolArgumentsError
+
+        text = self.arguments
+        if not text or not text.strip():
+            return {}  # some servers send "" for a call without parameters
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise InvalidToolArgumentsError(
+                f"tool call {self.name!r} (id {self.id!r}): the arguments are not valid JSON ({exc}): "
+                f"{text[:200]!r}", tool_name=self.name) from None
+        if not isinstance(value, dict):
+            raise InvalidToolArgumentsError(
+                f"tool call {self.name!r} (id {self.id!r}): the arguments must be a JSON object, got "
+                f"{type(value).__name__}: {text[:200]!r}", tool_name=self.name)
+        return value
+
+    def to_dict(self) -> dict[str, Any]:
+        """The OpenAI wire shape (as in an assistant message's ``tool_calls``)."""
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+
+    @classmethod
+    def from_dict(cls, data: Any, index: int = 0) -> "ToolCall":
+        """From the OpenAI wire shape; tolerant of servers that send arguments as an object."""
+        function = data.get("function") if isinstance(data, dict) else None
+        if not isinstance(function, dict):
+            function = {}
+        arguments = function.get("arguments")
+        if arguments is None:
+            arguments = "{}"
+        elif not isinstance(arguments, str):
+            import json
+
+            arguments = json.dumps(arguments, ensure_ascii=False)
+        call_id = data.get("id") if isinstance(data, dict) else None
+        return cls(str(call_id) if call_id else new_call_id(), str(function.get("name") or ""), arguments, index)
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, ToolCall) and self.id == other.id and self.name == other.name
+                and self.arguments == other.arguments and self.index == other.index)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"ToolCall(id={self.id!r}, name={self.name!r}, arguments={self.arguments!r}, index={self.index})"
+
+    def __reduce__(self) -> Any:
+        return (ToolCall, (self.id, self.name, self.arguments, self.index))
+
+
+class StreamEvent:
+    """One typed stream event, from ``stream.events()``:
+
+        "text"             text: the answer's next piece
+        "tool_call_start"  index, id, name: a tool call begins
+        "tool_call_delta"  index, arguments: the next fragment of that call's JSON arguments
+        "reasoning"        text: the next piece of thinking text (where the provider sends it)
+        "done"             finish_reason, usage, tool_calls: the stream ended cleanly
+    """
+
+    __slots__ = ("type", "text", "index", "id", "name", "arguments", "finish_reason", "usage", "tool_calls")
+
+    def __init__(self, type: str, *, text: str | None = None, index: int | None = None, id: str | None = None,
+                 name: str | None = None, arguments: str | None = None, finish_reason: str | None = None,
+                 usage: Usage | None = None, tool_calls: list[ToolCall] | None = None) -> None:
+        self.type = type
+        self.text = text
+        self.index = index
+        self.id = id
+        self.name = name
+        self.arguments = arguments
+        self.finish_reason = finish_reason
+        self.usage = usage
+        self.tool_calls = tool_calls
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StreamEvent) and all(
+            getattr(self, name) == getattr(other, name) for name in StreamEvent.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in StreamEvent.__slots__[1:]
+                           if getattr(self, name) is not None)
+        return f"StreamEvent({self.type!r}{', ' if fields else ''}{fields})"
 
 
 def _lazy_json(holder: Any) -> Any:
@@ -147,7 +279,9 @@ def _lazy_json(holder: Any) -> Any:
 class Completion:
     """What a codec parses out of one response: the choices and their metadata.
 
-    ``raw`` is the parsed body, or the body's bytes (parsed when a user reads ``result.raw``)."""
+    ``raw`` is the parsed body, or the body's bytes (parsed when a user reads ``result.raw``).
+    ``tool_calls`` is None when no choice has tool calls (the common case: no allocation), else
+    one entry per choice: a list of ToolCall or None."""
 
     __slots__ = ("texts", "finish_reasons", "usage", "model", "raw", "id", "tool_calls")
 
@@ -159,7 +293,7 @@ class Completion:
         model: str | None,
         raw: Any,
         id: str | None = None,
-        tool_calls: list[Any] | None = None,
+        tool_calls: list[list[ToolCall] | None] | None = None,
     ) -> None:
         self.texts = texts
         self.finish_reasons = finish_reasons
@@ -167,7 +301,11 @@ class Completion:
         self.model = model
         self.raw = raw
         self.id = id
-        self.tool_calls = tool_calls or [None] * len(texts)
+        self.tool_calls = tool_calls
+
+    def tool_calls_of(self, i: int) -> list[ToolCall] | None:
+        calls = self.tool_calls
+        return calls[i] if calls is not None and i < len(calls) else None
 
 
 class ChatResult(str):
@@ -175,8 +313,10 @@ class ChatResult(str):
 
     Being a ``str`` keeps the seed's ``messages.append({"role": "assistant", "content": response})``
     working; ``response.usage``, ``.finish_reason``, ``.model``, ``.latency``, ``.raw`` and
-    ``.parsed`` (the validated guided_json object) carry the rest. Each result owns its metadata,
-    so results from concurrent calls never mix.
+    ``.parsed`` (the validated guided_json object) and ``.tool_calls`` (a list of ToolCall,
+    empty when the model called none) carry the rest; ``to_message()`` is the assistant message
+    to append to the history. Each result owns its metadata, so results from concurrent calls
+    never mix.
     """
 
     finish_reason: str | None
@@ -187,7 +327,7 @@ class ChatResult(str):
     _raw: Any
     choice_index: int
     parsed: Any
-    tool_calls: Any
+    _tool_calls: list[ToolCall] | None
 
     def __new__(
         cls,
@@ -201,7 +341,7 @@ class ChatResult(str):
         id: str | None = None,
         choice_index: int = 0,
         parsed: Any = None,
-        tool_calls: Any = None,
+        tool_calls: list[ToolCall] | None = None,
     ) -> "ChatResult":
         self = super().__new__(cls, text)
         self.finish_reason = finish_reason
@@ -212,8 +352,25 @@ class ChatResult(str):
         self.id = id
         self.choice_index = choice_index
         self.parsed = parsed
-        self.tool_calls = tool_calls
+        self._tool_calls = tool_calls or None
         return self
+
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        """The tool calls of this answer, in order; an empty list when there are none."""
+        calls = self._tool_calls
+        return list(calls) if calls else []
+
+    def to_message(self) -> dict[str, Any]:
+        """The assistant message to append to the conversation: OpenAI-shaped (``role``,
+        ``content`` and, when the model called tools, ``tool_calls``). Every provider's codec
+        accepts it back in ``messages``."""
+        calls = self._tool_calls
+        if not calls:
+            return {"role": "assistant", "content": str.__str__(self)}
+        # content stays a string ("" when the answer is only calls): llama-cpp-python's server
+        # answers 500 to content null, and every other server and provider takes "".
+        return {"role": "assistant", "content": str.__str__(self), "tool_calls": [c.to_dict() for c in calls]}
 
     @property
     def text(self) -> str:
@@ -239,6 +396,7 @@ class ChatResult(str):
             "latency": self.latency,
             "id": self.id,
             "parsed": parsed,
+            "tool_calls": [c.to_dict() for c in self._tool_calls] if self._tool_calls else [],
         }
 
 

@@ -42,9 +42,13 @@ vllm_fixups() {
 }
 
 install() {
-    if ! command -v gcc >/dev/null 2>&1 || ! command -v g++ >/dev/null 2>&1; then
-        # llama-cpp-python compiles llama.cpp from source.
-        apt-get update -qq && apt-get install -y -qq build-essential
+    # Debian packages: a compiler for llama-cpp-python (it compiles llama.cpp from source) and
+    # tinyproxy (tests/test_transport_proxy_tls.py starts a real HTTP proxy on loopback).
+    local apt=()
+    command -v gcc >/dev/null 2>&1 && command -v g++ >/dev/null 2>&1 || apt+=(build-essential)
+    command -v tinyproxy >/dev/null 2>&1 || apt+=(tinyproxy)
+    if ((${#apt[@]})); then
+        step "apt-get install ${apt[*]}" bash -c "apt-get update -qq && apt-get install -y -qq ${apt[*]}"
     fi
     # The project with its test extras: llama-cpp-python[server] (compiled, wheel cached by pip),
     # xllamacpp (llama.cpp's own server, prebuilt), and the rest (pyproject.toml [test]).

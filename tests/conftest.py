@@ -32,7 +32,9 @@ from servers import (  # noqa: E402,F401  (fixtures and helpers for llama.cpp, v
     xllamacpp_server,
 )
 
-SPECS = Path(__file__).resolve().parents[2] / "shared" / "specs"
+# ../shared/specs from the checkout (/work/main) or from a worktree one level deeper (/work/wt/x).
+SPECS = next((p / "shared" / "specs" for p in Path(__file__).resolve().parents[2:4]
+              if (p / "shared" / "specs").is_dir()), Path(__file__).resolve().parents[2] / "shared" / "specs")
 
 
 def smollm2_path() -> str:

@@ -454,9 +454,11 @@ def test_images_in_the_request_body(ant, server):
     assert content[2] == {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}}
 
 
-def test_tool_role_is_a_clear_input_error(ant, server):
+def test_bad_roles_are_clear_input_errors(ant, server):
+    with pytest.raises(InvalidInputError, match="tool_call_id"):
+        ant.run_chat_completions([{"role": "tool", "content": "42"}], max_tokens=4)
     with pytest.raises(InvalidInputError, match="not supported"):
-        ant.run_chat_completions([{"role": "tool", "content": "42", "tool_call_id": "x"}], max_tokens=4)
+        ant.run_chat_completions([{"role": "function", "content": "42", "name": "f"}], max_tokens=4)
     with pytest.raises(InvalidInputError, match="at least one user"):
         ant.run_chat_completions([{"role": "system", "content": "x"}], max_tokens=4)
     assert server.requests == []

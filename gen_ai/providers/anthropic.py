@@ -28,7 +28,9 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from .._keywords import ANTHROPIC_KEYWORDS
 from .._sse import SSEDecoder
+from .._state import FRESH, Changes, ServerState
 from ..errors import (
     APIStatusError,
     AuthenticationError,
@@ -44,7 +46,8 @@ from ..errors import (
     StreamTruncatedError,
 )
 from ..images import split_data_url
-from ..types import Call, Completion, RawResponse, Request, Usage
+from ..tools import arguments_object, tool_result_text
+from ..types import Call, Completion, RawResponse, Request, StreamEvent, ToolCall, Usage
 from ._base import (
     AUTH_HEADERS,
     Codec,
@@ -55,6 +58,7 @@ from ._base import (
     json_headers,
     split_system,
     status_error,
+    token_count,
 )
 
 DEFAULT_ENDPOINT = "https://api.anthropic.com"
@@ -84,6 +88,7 @@ _ERROR_TYPES: dict[str, tuple[type[APIStatusError], bool]] = {
     "timeout_error": (ServerError, True),
 }
 _SAMPLING_WORDS = ("temperature", "top_p", "top_k", "sampling")
+_SAMPLING_FIELDS = frozenset({"temperature", "top_p"})
 _RETRYABLE_STREAM_ERRORS = frozenset({"overloaded_error", "api_error", "rate_limit_error", "timeout_error"})
 
 
@@ -101,6 +106,7 @@ def _base_url(endpoint: str) -> str:
 
 class AnthropicCodec(Codec):
     provider = "anthropic"
+    extra_keywords = ANTHROPIC_KEYWORDS
     env_api_key = "ANTHROPIC_API_KEY"
     env_endpoint = "ANTHROPIC_BASE_URL"
 
@@ -136,7 +142,8 @@ class AnthropicCodec(Codec):
         self.model_name = model_name
         self._api_key = api_key or None
         self.strict_schema = strict_schema
-        # None: send temperature/top_p until the API rejects them; True: always; False: never.
+        # None: send temperature/top_p until the API rejects them (learned in the client's
+        # ServerState.rejected_fields); True: always; False: never.
         self.sampling_params = sampling_params
         self._send_sampling = sampling_params is not False
         credentials = {"x-api-key": self._api_key} if self._api_key else {}
@@ -144,7 +151,7 @@ class AnthropicCodec(Codec):
 
     # -- requests -------------------------------------------------------------------------
 
-    def build_body(self, call: Call) -> dict[str, Any]:
+    def build_body(self, call: Call, state: ServerState = FRESH) -> dict[str, Any]:
         if call.kind == "chat":
             system, messages = convert_messages(call.messages or [])
         else:
@@ -152,12 +159,14 @@ class AnthropicCodec(Codec):
         body: dict[str, Any] = {"model": self.model_name, "max_tokens": call.max_tokens, "messages": messages}
         if system:
             body["system"] = system
-        if self._send_sampling:
+        if self._send_sampling and "temperature" not in state.rejected_fields:
             body["temperature"] = call.temperature
             if call.top_p != 1.0:
                 body["top_p"] = call.top_p
         if call.stream:
             body["stream"] = True
+        if call.tools is not None or call.tool_choice is not None:
+            body.update(tool_fields(call))
         if call.schema is not None:
             schema = call.schema.json_schema
             if self.strict_schema:
@@ -171,20 +180,21 @@ class AnthropicCodec(Codec):
             body.update(extra)
         return body
 
-    def build_request(self, call: Call) -> Request:
+    def build_request(self, call: Call, state: ServerState = FRESH) -> Request:
         headers = self._headers
         if call.stream:
             headers = {**headers, "Accept": "text/event-stream"}
-        return Request("POST", self._url, headers, dumps(self.build_body(call)), call.stream)
+        return Request("POST", self._url, headers, dumps(self.build_body(call, state)), call.stream,
+                       state.rejected_fields)
 
-    def fallback(self, call: Call, error: GenAIError) -> bool:
-        if self.sampling_params is not None or not self._send_sampling or error.status_code != 400:
-            return False
+    def fallback(self, call: Call, request: Request, error: GenAIError, state: ServerState) -> Changes | None:
+        used = request.facts if request.facts is not None else frozenset()
+        if self.sampling_params is not None or "temperature" in used or error.status_code != 400:
+            return None
         message = (error.message or "").lower()
         if not any(word in message for word in _SAMPLING_WORDS):
-            return False
-        self._send_sampling = False
-        return True
+            return None
+        return {"rejected_fields": (used, used | _SAMPLING_FIELDS)}
 
     # -- responses ------------------------------------------------------------------------
 
@@ -197,20 +207,19 @@ class AnthropicCodec(Codec):
                 status_code=response.status, url=response.url, method=response.method, provider=self.provider,
             )
         texts: list[str] = []
-        tool_calls: list[dict[str, Any]] = []
+        tool_calls: list[ToolCall] = []
         for block in data["content"]:
             if not isinstance(block, dict):
                 continue
             if block.get("type") == "text":
                 texts.append(str(block.get("text") or ""))
             elif block.get("type") == "tool_use":
-                tool_calls.append({
-                    "id": block.get("id"), "type": "function",
-                    "function": {"name": block.get("name"), "arguments": json.dumps(block.get("input") or {})},
-                })
+                tool_calls.append(ToolCall(str(block.get("id") or ""), str(block.get("name") or ""),
+                                           json.dumps(block.get("input") or {}, ensure_ascii=False),
+                                           len(tool_calls)))
         stop = data.get("stop_reason")
         return Completion(["".join(texts)], [map_stop_reason(stop)], usage_from_json(data.get("usage")),
-                          data.get("model"), data, data.get("id"), [tool_calls or None])
+                          data.get("model"), data, data.get("id"), [tool_calls] if tool_calls else None)
 
     def parse_error(self, response: RawResponse) -> GenAIError:
         message, error_type, code = error_details(response.body)
@@ -239,18 +248,71 @@ def usage_from_json(usage: Any) -> Usage | None:
     """input_tokens excludes cached prompt tokens; prompt_tokens counts them all."""
     if not isinstance(usage, dict):
         return None
-    prompt = sum(int(usage.get(k) or 0) for k in
+    prompt = sum(token_count(usage.get(k)) for k in
                  ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
-    return Usage(prompt, int(usage.get("output_tokens") or 0))
+    return Usage(prompt, token_count(usage.get("output_tokens")))
 
 
 def convert_messages(messages: list[dict[str, Any]]) -> tuple[str | None, list[dict[str, Any]]]:
-    """OpenAI chat messages -> (system text, Anthropic messages)."""
+    """OpenAI chat messages -> (system text, Anthropic messages). An assistant message's
+    ``tool_calls`` become ``tool_use`` blocks; consecutive ``role: "tool"`` messages become one
+    user message of ``tool_result`` blocks (Anthropic wants every result of a turn together)."""
     system, turns = split_system(messages, "anthropic")
-    out = [{"role": role, "content": content if isinstance(content, str)
-            else [_block(part, i, j) for j, part in enumerate(content)]}
-           for i, role, content in turns]
+    out: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] | None = None  # the open user message of tool results
+    for i, role, content, message in turns:
+        if role == "tool":
+            block = {"type": "tool_result", "tool_use_id": message["tool_call_id"],
+                     "content": content if isinstance(content, str) else
+                     [_block(part, i, j) for j, part in enumerate(content)] if isinstance(content, list)
+                     else tool_result_text(content)}
+            if results is None:
+                results = []
+                out.append({"role": "user", "content": results})
+            results.append(block)
+            continue
+        results = None
+        calls = message.get("tool_calls") if role == "assistant" else None
+        if calls:
+            blocks: list[dict[str, Any]] = []
+            if isinstance(content, str):
+                if content:
+                    blocks.append({"type": "text", "text": content})
+            elif content:
+                blocks.extend(_block(part, i, j) for j, part in enumerate(content))
+            for call in calls:
+                function = call.get("function") or {}
+                blocks.append({"type": "tool_use", "id": call["id"], "name": function.get("name"),
+                               "input": arguments_object(function.get("arguments"))})
+            out.append({"role": "assistant", "content": blocks})
+            continue
+        out.append({"role": role, "content": content if isinstance(content, str)
+                    else [_block(part, i, j) for j, part in enumerate(content)]})
     return ("\n\n".join(system) if system else None), out
+
+
+def tool_fields(call: Call) -> dict[str, Any]:
+    """``tools`` and ``tool_choice`` in the Messages API's shape."""
+    fields: dict[str, Any] = {}
+    if call.tools:
+        fields["tools"] = [{"name": t.name, **({"description": t.description} if t.description else {}),
+                            "input_schema": t.parameters} for t in call.tools]
+    choice = call.tool_choice
+    spec: dict[str, Any] | None = None
+    if choice == "auto":
+        spec = {"type": "auto"}
+    elif choice == "required":
+        spec = {"type": "any"}
+    elif choice == "none":
+        spec = {"type": "none"}
+    elif choice is not None:
+        spec = {"type": "tool", "name": choice}
+    if call.parallel_tool_calls is False and call.tools and choice != "none":
+        spec = spec or {"type": "auto"}
+        spec["disable_parallel_tool_use"] = True
+    if spec is not None and (call.tools or choice == "none"):
+        fields["tool_choice"] = spec
+    return fields
 
 
 def _block(part: dict[str, Any], i: int, j: int) -> dict[str, Any]:
@@ -329,9 +391,18 @@ class AnthropicStreamParser(StreamParser):
             raise StreamError(f"malformed stream event {name!r}: {data[:200]!r}", provider=self._provider)
         kind = obj.get("type") or name
         if kind == "content_block_delta":
-            delta = obj.get("delta") or {}
-            if delta.get("type") == "text_delta" and delta.get("text"):
+            delta = obj.get("delta")
+            if isinstance(delta, dict) and delta.get("type") == "text_delta" and type(delta.get("text")) is str \
+                    and delta["text"]:
                 out.append(delta["text"])
+                if self.want_events:
+                    self.events.append(StreamEvent("text", text=delta["text"]))
+            elif isinstance(delta, dict) and delta.get("type") == "input_json_delta":
+                self.tool_buffer().add(obj.get("index"), str(delta.get("partial_json") or ""))
+        elif kind == "content_block_start":
+            block = obj.get("content_block")
+            if isinstance(block, dict) and block.get("type") == "tool_use":
+                self.tool_buffer().start(obj.get("index"), block.get("id"), block.get("name"))
         elif kind == "message_start":
             message = obj.get("message") or {}
             self.id = message.get("id")
@@ -354,7 +425,7 @@ class AnthropicStreamParser(StreamParser):
                 suggestion=("Anthropic's API is overloaded; retry the request later."
                             if error_type == "overloaded_error" else None),
             )
-        # ping, content_block_start, content_block_stop and unknown future events carry no text.
+        # ping, content_block_stop and unknown future events carry no text.
 
     def _usage(self, usage: Any) -> None:
         if not isinstance(usage, dict):
@@ -365,7 +436,7 @@ class AnthropicStreamParser(StreamParser):
             if usage.get(key) is not None:
                 self._input[key] = usage[key]
         if usage.get("output_tokens") is not None:
-            self._output_tokens = int(usage["output_tokens"])
+            self._output_tokens = token_count(usage["output_tokens"])
         self.usage = usage_from_json({**self._input, "output_tokens": self._output_tokens})
 
     def close(self) -> list[str]:

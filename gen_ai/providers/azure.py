@@ -27,6 +27,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
+from .._keywords import AZURE_KEYWORDS
+from .._state import FRESH, Changes, ServerState
 from ..errors import ConfigurationError, ContentFilterError, GenAIError
 from ..types import Call, Completion, RawResponse, Request
 from ._base import StreamParser, dumps, error_details, status_error
@@ -53,6 +55,7 @@ def _filtered_categories(results: Any) -> list[str]:
 
 class AzureCodec(OpenAICodec):
     provider = "azure"
+    extra_keywords = AZURE_KEYWORDS
     env_api_key = "AZURE_OPENAI_API_KEY"
     env_endpoint = "AZURE_OPENAI_ENDPOINT"
 
@@ -114,6 +117,11 @@ class AzureCodec(OpenAICodec):
         self._api_key = api_key or None
         self._token = azure_ad_token
         self._issued: deque[str] = deque(maxlen=4)
+        # A token callable may block (it often asks Entra ID over the network): the call flow
+        # calls refresh_credentials() first, off the event loop for async calls, and
+        # build_request takes the token it fetched.
+        self.blocking_credentials = callable(azure_ad_token)
+        self._fetched: deque[str] = deque()
         if self._api_key and not azure_ad_token:
             self._headers["api-key"] = self._api_key
         elif isinstance(azure_ad_token, str):
@@ -131,25 +139,36 @@ class AzureCodec(OpenAICodec):
 
     # -- requests ---------------------------------------------------------------------------
 
-    def build_request(self, call: Call) -> Request:
+    def refresh_credentials(self) -> None:
+        if callable(self._token):
+            self._fetched.append(self._new_token())
+
+    def _new_token(self) -> str:
+        assert callable(self._token)
+        token = self._token()
+        if token not in self._issued:
+            self._issued.append(token)
+        return token
+
+    def build_request(self, call: Call, state: ServerState = FRESH) -> Request:
         headers = self._headers
         if callable(self._token):
-            token = self._token()
-            if token not in self._issued:
-                self._issued.append(token)
+            try:
+                token = self._fetched.popleft()
+            except IndexError:  # build_request called outside the call flow
+                token = self._new_token()
             headers = {**headers, "Authorization": f"Bearer {token}"}
-        return Request("POST", self._urls[call.kind], headers, dumps(self.build_body(call)), call.stream)
+        return Request("POST", self._urls[call.kind], headers, dumps(self.build_body(call, state)), call.stream)
 
-    def probe_request(self, call: Call) -> Request | None:
+    def probe_request(self, call: Call, state: ServerState) -> Request | None:
         return None  # the dialect is known: json_schema
 
-    def fallback(self, call: Call, error: GenAIError) -> bool:
+    def fallback(self, call: Call, request: Request, error: GenAIError, state: ServerState) -> Changes | None:
         # Only stream_options may be missing (old api-versions); never change the schema dialect.
-        if call.stream and self.stream_usage and error.status_code == 400 \
-                and "stream_options" in (error.message or "").lower():
-            self.stream_usage = False
-            return True
-        return False
+        if call.stream and error.status_code == 400 and "stream_options" in (error.message or "").lower() \
+                and b'"stream_options"' in (request.body or b""):
+            return {"stream_usage": (True, False)}
+        return None
 
     # -- responses --------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from .._keywords import GEMINI_GENERATION, GEMINI_KEYWORDS
 from .._sse import SSEDecoder
 from ..errors import (
     AuthenticationError,
@@ -42,8 +43,19 @@ from ..errors import (
     StreamTruncatedError,
 )
 from ..images import split_data_url
-from ..types import Call, Completion, RawResponse, Request, Usage
-from ._base import Codec, StreamParser, decode_json, dumps, error_details, json_headers, split_system, status_error
+from ..tools import arguments_object, tool_names_by_id, tool_result_text
+from ..types import Call, Completion, RawResponse, Request, StreamEvent, ToolCall, Usage, new_call_id
+from ._base import (
+    Codec,
+    StreamParser,
+    decode_json,
+    dumps,
+    error_details,
+    json_headers,
+    split_system,
+    status_error,
+    token_count,
+)
 
 DEFAULT_ENDPOINT = "https://generativelanguage.googleapis.com/v1beta"
 
@@ -53,11 +65,7 @@ FINISH_REASONS = {"STOP": "stop", "MAX_TOKENS": "length", "MALFORMED_FUNCTION_CA
 BLOCK_REASONS = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII",
                            "IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION"})
 # Keywords that belong inside generationConfig when passed as extra keywords.
-_GENERATION_FIELDS = frozenset({
-    "stopSequences", "topK", "seed", "presencePenalty", "frequencyPenalty", "responseLogprobs",
-    "logprobs", "thinkingConfig", "responseModalities", "mediaResolution", "speechConfig",
-    "enableEnhancedCivicAnswers", "imageConfig", "responseSchema",
-})
+_GENERATION_FIELDS = GEMINI_GENERATION
 # google.rpc status -> (class, retryable), for bodies whose HTTP status says less.
 _STATUSES: dict[str, tuple[type[GenAIError], bool]] = {
     "RESOURCE_EXHAUSTED": (RateLimitError, True),
@@ -87,6 +95,7 @@ def _base_url(endpoint: str) -> str:
 
 class GeminiCodec(Codec):
     provider = "gemini"
+    extra_keywords = GEMINI_KEYWORDS
     env_api_keys = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
     env_endpoint = "GOOGLE_GEMINI_BASE_URL"
 
@@ -147,6 +156,8 @@ class GeminiCodec(Codec):
         if call.schema is not None:
             config["responseMimeType"] = "application/json"
             config["responseJsonSchema"] = call.schema.json_schema
+        if call.tools is not None or call.tool_choice is not None:
+            body.update(tool_fields(call))
         if self.safety_settings:
             body["safetySettings"] = self.safety_settings
         for key, value in (call.extra or {}).items():
@@ -161,7 +172,7 @@ class GeminiCodec(Codec):
         body["generationConfig"] = config
         return body
 
-    def build_request(self, call: Call) -> Request:
+    def build_request(self, call: Call, state: Any = None) -> Request:
         headers = self._headers
         if call.stream:
             headers = {**headers, "Accept": "text/event-stream"}
@@ -185,17 +196,25 @@ class GeminiCodec(Codec):
         texts: list[str] = []
         reasons: list[str | None] = []
         blocked: list[str] = []
+        tool_calls: list[list[ToolCall] | None] | None = None
         for candidate in candidates:
             raw_reason = candidate.get("finishReason")
             if raw_reason in BLOCK_REASONS:
                 blocked.append(str(raw_reason))
                 continue
             texts.append(candidate_text(candidate))
-            reasons.append(map_finish_reason(raw_reason))
+            reason = map_finish_reason(raw_reason)
+            calls = candidate_tool_calls(candidate)
+            if calls:
+                if tool_calls is None:
+                    tool_calls = [None] * len(candidates)
+                tool_calls[len(texts) - 1] = calls
+                reason = "tool_calls"  # Gemini says STOP for an answer that is function calls
+            reasons.append(reason)
         if blocked and not texts:
             raise blocked_error(blocked[0], self.provider, candidates[0].get("finishMessage"))
         return Completion(texts, reasons, usage_from_json(data.get("usageMetadata")),
-                          data.get("modelVersion"), data, data.get("responseId"))
+                          data.get("modelVersion"), data, data.get("responseId"), tool_calls)
 
     def parse_error(self, response: RawResponse) -> GenAIError:
         message, status, code = error_details(response.body)
@@ -224,18 +243,22 @@ def map_finish_reason(reason: Any) -> str | None:
 
 
 def candidate_text(candidate: dict[str, Any]) -> str:
-    parts = (candidate.get("content") or {}).get("parts") or ()
-    return "".join(str(p.get("text") or "") for p in parts if isinstance(p, dict) and not p.get("thought"))
+    content = candidate.get("content")
+    parts = content.get("parts") if isinstance(content, dict) else None
+    if not isinstance(parts, list):
+        return ""
+    return "".join(p["text"] for p in parts
+                   if isinstance(p, dict) and type(p.get("text")) is str and not p.get("thought"))
 
 
 def usage_from_json(usage: Any) -> Usage | None:
     if not isinstance(usage, dict):
         return None
-    prompt = int(usage.get("promptTokenCount") or 0)
+    prompt = token_count(usage.get("promptTokenCount"))
     # Thinking tokens are billed as output.
-    completion = int(usage.get("candidatesTokenCount") or 0) + int(usage.get("thoughtsTokenCount") or 0)
+    completion = token_count(usage.get("candidatesTokenCount")) + token_count(usage.get("thoughtsTokenCount"))
     total = usage.get("totalTokenCount")
-    return Usage(prompt, completion, int(total) if total is not None else None)
+    return Usage(prompt, completion, token_count(total) if total is not None else None)
 
 
 def blocked_error(reason: str, provider: str, detail: Any = None, *, prompt: bool = False) -> ContentFilterError:
@@ -278,13 +301,101 @@ def _retry_delay(details: list[dict[str, Any]]) -> float | None:
 
 
 def convert_messages(messages: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
-    """OpenAI chat messages -> (system texts, Gemini contents)."""
+    """OpenAI chat messages -> (system texts, Gemini contents). Tool calls become
+    ``functionCall`` parts of the model turn; tool results ``functionResponse`` parts of one user
+    turn (consecutive results together), named by looking up their ``tool_call_id``."""
     system, turns = split_system(messages, "gemini")
-    contents = [{"role": "model" if role == "assistant" else "user",
-                 "parts": [{"text": content}] if isinstance(content, str)
-                 else [_part(part, i, j) for j, part in enumerate(content)]}
-                for i, role, content in turns]
+    contents: list[dict[str, Any]] = []
+    names: dict[str, str] | None = None
+    results: list[dict[str, Any]] | None = None
+    for i, role, content, message in turns:
+        if role == "tool":
+            if names is None:
+                names = tool_names_by_id(messages)
+            call_id = message["tool_call_id"]
+            name = message.get("name") or names.get(call_id)
+            if not name:
+                raise InvalidInputError(
+                    f"messages[{i}]: no assistant message has a tool call with id {call_id!r}, so Gemini "
+                    "cannot be told which function this result belongs to",
+                    suggestion="Keep the assistant message with the tool call (result.to_message()) before its "
+                               "tool result, or add \"name\": the function name to the tool message.",
+                    field=f"messages[{i}].tool_call_id")
+            part = {"functionResponse": {"id": call_id, "name": name,
+                                         "response": _response_struct(content)}}
+            if results is None:
+                results = []
+                contents.append({"role": "user", "parts": results})
+            results.append(part)
+            continue
+        results = None
+        if isinstance(content, str):
+            parts: list[dict[str, Any]] = [{"text": content}] if content or role != "assistant" else []
+        elif content is None:
+            parts = []
+        else:
+            parts = [_part(part, i, j) for j, part in enumerate(content)]
+        for call in (message.get("tool_calls") or ()) if role == "assistant" else ():
+            function = call.get("function") or {}
+            function_call: dict[str, Any] = {"name": function.get("name"),
+                                             "args": arguments_object(function.get("arguments"))}
+            if call.get("id") and not str(call["id"]).startswith("gemini_"):
+                function_call["id"] = call["id"]
+            parts.append({"functionCall": function_call})
+        contents.append({"role": "model" if role == "assistant" else "user", "parts": parts or [{"text": ""}]})
     return system, contents
+
+
+def _response_struct(content: Any) -> dict[str, Any]:
+    """FunctionResponse.response is a Struct: a JSON object result is sent as is, anything else
+    under "result" (Google's own SDKs do the same)."""
+    text = tool_result_text(content)
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {"result": text}
+    return value if isinstance(value, dict) else {"result": value}
+
+
+def tool_fields(call: Call) -> dict[str, Any]:
+    """``tools`` (one Tool of functionDeclarations) and ``toolConfig``; parallel_tool_calls has no
+    Gemini equivalent."""
+    fields: dict[str, Any] = {}
+    if call.tools:
+        fields["tools"] = [{"functionDeclarations": [
+            {"name": t.name, **({"description": t.description} if t.description else {}),
+             "parametersJsonSchema": t.parameters} for t in call.tools]}]
+    choice = call.tool_choice
+    if choice is not None and call.tools:
+        config: dict[str, Any]
+        if choice == "auto":
+            config = {"mode": "AUTO"}
+        elif choice == "none":
+            config = {"mode": "NONE"}
+        elif choice == "required":
+            config = {"mode": "ANY"}
+        else:
+            config = {"mode": "ANY", "allowedFunctionNames": [choice]}
+        fields["toolConfig"] = {"functionCallingConfig": config}
+    return fields
+
+
+def candidate_tool_calls(candidate: dict[str, Any]) -> list[ToolCall] | None:
+    calls: list[ToolCall] | None = None
+    for p in (candidate.get("content") or {}).get("parts") or ():
+        if isinstance(p, dict) and isinstance(p.get("functionCall"), dict):
+            fc = p["functionCall"]
+            if calls is None:
+                calls = []
+            calls.append(ToolCall(str(fc.get("id") or _call_id()), str(fc.get("name") or ""),
+                                  json.dumps(fc.get("args") or {}, ensure_ascii=False), len(calls)))
+    return calls
+
+
+def _call_id() -> str:
+    # Gemini API calls often carry no id; the tool result is matched by name then. The prefix
+    # tells convert_messages not to send our made-up id back.
+    return "gemini_" + new_call_id()
 
 
 def _part(part: dict[str, Any], i: int, j: int) -> dict[str, Any]:
@@ -370,13 +481,24 @@ class GeminiStreamParser(StreamParser):
             if text:
                 if index == 0:
                     out.append(text)
+                    if self.want_events:
+                        self.events.append(StreamEvent("text", text=text))
                 else:
                     self._extra.setdefault(index, []).append(text)
+            if index == 0:
+                for p in (candidate.get("content") or {}).get("parts") or ():
+                    if isinstance(p, dict) and isinstance(p.get("functionCall"), dict):
+                        # Gemini streams each function call whole, in one part.
+                        fc = p["functionCall"]
+                        buffer = self.tool_buffer()
+                        wire = len(buffer)
+                        buffer.start(wire, str(fc.get("id") or _call_id()), str(fc.get("name") or ""))
+                        buffer.add(wire, json.dumps(fc.get("args") or {}, ensure_ascii=False))
             reason = candidate.get("finishReason")
             if reason in BLOCK_REASONS and index == 0:
                 raise blocked_error(str(reason), self._provider, candidate.get("finishMessage"))
             if reason and index == 0:
-                self.finish_reason = map_finish_reason(reason)
+                self.finish_reason = "tool_calls" if self._tools is not None else map_finish_reason(reason)
 
     def close(self) -> list[str]:
         if self._pending is not None:

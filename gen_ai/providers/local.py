@@ -34,6 +34,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from .._keywords import LOCAL_KEYWORDS
 from ..errors import APITimeoutError, ConfigurationError, InvalidInputError
 from ..types import Call, Completion, RawResponse, Request
 from ._base import Codec, StreamParser, decode_json, dumps
@@ -52,7 +53,10 @@ _SSE_HEADERS = {"content-type": "text/event-stream"}
 _JSON_HEADERS = {"content-type": "application/json"}
 _IMAGE_TYPES = ("image_url", "image", "input_image")
 # Body fields the codec writes itself; everything else in the body is passed to llama.cpp.
-_OWN_FIELDS = ("model", "messages", "prompt", "n", "stream", "stream_options", "response_format")
+_OWN_FIELDS = ("model", "messages", "prompt", "n", "stream", "stream_options", "response_format",
+               "parallel_tool_calls")
+# llama-cpp-python's chat handler that turns tools into a prompt and grammar-constrained calls.
+TOOL_CHAT_FORMAT = "chatml-function-calling"
 
 
 def default_model_path() -> Path:
@@ -99,6 +103,7 @@ class LocalCodec(Codec):
     """OpenAI-shaped requests and answers for the in-process model. Pure: no I/O, no llama_cpp."""
 
     provider = "local"
+    extra_keywords = LOCAL_KEYWORDS
 
     def __init__(
         self,
@@ -147,7 +152,7 @@ class LocalCodec(Codec):
     def __repr__(self) -> str:
         return f"<LocalCodec model={self.model_path!r} n_ctx={self.n_ctx}>"
 
-    def build_request(self, call: Call) -> Request:
+    def build_request(self, call: Call, state: Any = None) -> Request:
         messages = [_flatten(i, m) for i, m in enumerate(call.messages or [])] if call.kind == "chat" else None
         body = base_body(call, self.model_id, messages)
         if call.schema is not None:
@@ -331,6 +336,8 @@ class LocalModel:
             kwargs["seed"] = seed
         try:
             if "messages" in body:
+                if kwargs.get("tools") and self.codec.chat_format is None:
+                    return self._tool_chat(llama, body["messages"], kwargs)
                 return llama.create_chat_completion(messages=body["messages"], **kwargs)
             return llama.create_completion(body["prompt"], **kwargs)
         except TypeError as exc:
@@ -339,6 +346,30 @@ class LocalModel:
                                                "its sampling options top_k, min_p, repeat_penalty, stop, ...",
                                     ) from None
 
+    def _tool_chat(self, llama: Any, messages: list[dict[str, Any]], kwargs: dict[str, Any]) -> Any:
+        """Tools through llama-cpp-python's chatml-function-calling handler (the model's own
+        template rarely knows tools): a named tool_choice is grammar-constrained to that tool's
+        schema; "auto" lets the model pick a message or calls. The handler has no "required"
+        and no tool role, so "required" with one tool is that tool, and tool results are shown
+        to the model as user turns."""
+        from llama_cpp import llama_chat_format
+
+        choice = kwargs.get("tool_choice")
+        tools = kwargs.get("tools") or []
+        if choice == "required":
+            if len(tools) != 1:
+                raise InvalidInputError(
+                    'tool_choice="required" with several tools is not supported by provider \'local\' '
+                    "(llama-cpp-python's function-calling handler can force one named tool, or let the model "
+                    "choose with \"auto\")",
+                    suggestion='Pass tool_choice="<tool name>" to force one tool, or tool_choice="auto".',
+                    field="tool_choice")
+            kwargs["tool_choice"] = {"type": "function", "function": {"name": tools[0]["function"]["name"]}}
+        elif choice is None:
+            kwargs["tool_choice"] = "auto"
+        handler = llama_chat_format.get_chat_completion_handler(TOOL_CHAT_FORMAT)
+        return handler(llama=llama, messages=_tool_history(messages), **kwargs)  # type: ignore[arg-type]
+
     def seeds(self, body: dict[str, Any], n: int) -> list[int | None]:
         """One seed per choice. llama-cpp-python derives the same seed for every call unless told
         otherwise, so n > 1 at temperature > 0 needs distinct seeds to give distinct answers."""
@@ -346,6 +377,27 @@ class LocalModel:
             return [random.randrange(2**31)]
         base = self.codec.seed if self.codec.seed is not None else random.randrange(2**31)
         return [base + i for i in range(n)]
+
+
+def _tool_history(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The chatml-function-calling template renders system, user and assistant turns only: a
+    tool result becomes a user turn that says which call it answers."""
+    names: dict[str, str] = {}
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        for call in message.get("tool_calls") or ():
+            names[str(call.get("id"))] = str((call.get("function") or {}).get("name") or "")
+        if message.get("role") == "tool":
+            from ..tools import tool_result_text
+
+            name = message.get("name") or names.get(str(message.get("tool_call_id")), "the tool")
+            out.append({"role": "user", "content": f"Result of functions.{name}: "
+                        f"{tool_result_text(message.get('content'))}"})
+        elif message.get("role") == "assistant" and message.get("content") is None:
+            out.append({**message, "content": ""})
+        else:
+            out.append(message)
+    return out
 
 
 # Unbounded arrays are capped while generating: a small model at temperature 0 otherwise tends

@@ -1,17 +1,23 @@
 """OpenAI and every OpenAI-compatible server (vLLM, SGLang, llama.cpp, llama-cpp-python, Ollama,
-LM Studio, TGI): Chat Completions and Completions. Pure codec, no I/O.
+LM Studio, TGI): Chat Completions and Completions. Pure codec, no I/O, no learned state (that is
+in ``gen_ai/_state.py``, passed in).
 
 guided_json dialects (what is put in the request body for a schema):
 
     json_schema         response_format {type: json_schema, json_schema: {name, schema, strict}}
-                        OpenAI, vLLM >= 0.6, SGLang, llama.cpp llama-server, Ollama, LM Studio
-    json_object         response_format {type: json_object, schema}   llama-cpp-python's server
+    json_object         response_format {type: json_object, schema}   llama-cpp-python's chat
+    tgi                 response_format {type: json, value: schema}   Text Generation Inference
     guided_json         top-level guided_json                         vLLM < 0.12
-    structured_outputs  top-level structured_outputs {json}           vLLM >= 0.12 native
+    structured_outputs  top-level structured_outputs {json: schema}   vLLM >= 0.12
+    json_schema_field   top-level json_schema                         llama.cpp's /completions
+    grammar             top-level GBNF grammar                        llama-cpp-python's /completions
 
-``dialect="auto"`` asks ``GET /models`` once per client (``owned_by`` names the server) and
-falls back along json_schema -> json_object -> guided_json when a server answers 4xx naming
-the field it did not accept.
+Which ones a server *enforces*, in the order tried, is ``SERVERS`` below (from each server's
+source and from answers seen on real servers; see docs/chat-completions.md). ``dialect="auto"``
+detects the server once per client (``GET /models``: ``owned_by`` and the ``Server`` header;
+for vLLM also ``GET /version``) and a 4xx naming the field moves to the next dialect of *that
+server's* list. A dialect the server is known to ignore is never sent; when none is left the
+error says so.
 """
 
 from __future__ import annotations
@@ -19,33 +25,108 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from .._keywords import OPENAI_KEYWORDS
 from .._sse import SSEDecoder
-from ..errors import ConfigurationError, GenAIError, ResponseError, StreamError, StreamTruncatedError
-from ..types import Call, Completion, RawResponse, Request, Usage
-from ._base import Codec, StreamParser, decode_json, dumps, error_details, json_headers, status_error
+from .._state import FRESH, Changes, ServerState
+from ..errors import (
+    ConfigurationError,
+    GenAIError,
+    InvalidInputError,
+    ResponseError,
+    StreamError,
+    StreamTruncatedError,
+)
+from ..types import Call, Completion, RawResponse, Request, StreamEvent, ToolCall, Usage
+from ._base import (
+    Codec,
+    StreamParser,
+    decode_json,
+    describe_body,
+    dumps,
+    error_details,
+    json_headers,
+    status_error,
+    token_count,
+)
 
-DIALECTS = ("json_schema", "json_object", "guided_json", "structured_outputs")
-_DIALECT_ALIASES = {
-    "auto": "auto",
-    "openai": "json_schema",
-    "vllm": "json_schema",
-    "sglang": "json_schema",
-    "llama.cpp": "json_schema",
-    "llama-server": "json_schema",
-    "ollama": "json_schema",
-    "lmstudio": "json_schema",
-    "llama-cpp-python": "json_object",
-    "vllm-legacy": "guided_json",
-    **{d: d for d in DIALECTS},
+DIALECTS = ("json_schema", "json_object", "tgi", "guided_json", "structured_outputs", "json_schema_field",
+            "grammar")
+
+# Server -> (chat dialects, completion dialects) it enforces, in the order tried. "openai" is
+# also every server not recognised (and gateways such as litellm's proxy, which pass the field on).
+SERVERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "openai": (("json_schema", "json_object"), ("json_schema", "grammar")),
+    "vllm": (("json_schema", "structured_outputs"), ("json_schema", "structured_outputs")),
+    "vllm-legacy": (("guided_json",), ("guided_json",)),
+    "llama.cpp": (("json_schema",), ("json_schema_field",)),
+    "llama-cpp-python": (("json_object",), ("grammar",)),
+    "sglang": (("json_schema",), ("json_schema",)),
+    "tgi": (("tgi",), ()),
+    "lmstudio": (("json_schema",), ()),
+    "ollama": (("json_schema",), ()),
+    "structured_outputs": (("structured_outputs",), ("structured_outputs",)),
 }
-# GET /models "owned_by" -> dialect. llama-cpp-python answers "me".
-_OWNED_BY_DIALECT = {"me": "json_object", "llamacpp": "json_schema", "vllm": "json_schema", "sglang": "json_schema"}
-_FALLBACK = {"json_schema": "json_object", "json_object": "guided_json"}
-_SCHEMA_FIELD_WORDS = ("response_format", "json_schema", "json_object", "guided_json", "structured_outputs")
+# create_client(dialect=...) -> server profile (None: detect). A dialect name picks the
+# profile that starts with it.
+_DIALECT_ALIASES: dict[str, str | None] = {
+    "auto": None,
+    **{name: name for name in SERVERS},
+    "llama-server": "llama.cpp",
+    "json_schema": "openai",
+    "json_object": "llama-cpp-python",
+    "guided_json": "vllm-legacy",
+}
+# GET /models "owned_by" -> server. llama-cpp-python answers "me"; Ollama the model's namespace
+# ("library" for the official models); LM Studio "organization_owner"; litellm "openai".
+_OWNED_BY = {"vllm": "vllm", "llamacpp": "llama.cpp", "me": "llama-cpp-python", "sglang": "sglang",
+             "organization_owner": "lmstudio", "library": "ollama"}
+_SCHEMA_FIELD_WORDS = ("response_format", "json_schema", "json_object", "guided_json", "structured_outputs",
+                       "grammar")
+_VERSION_RE = re.compile(r"(\d+)\.(\d+)")
+
+
+def detect_server(response: RawResponse | None) -> str | None:
+    """The server kind from its ``GET /models`` answer; "openai" when nothing tells; None when
+    there was no answer to read (detection is then tried again by a later call)."""
+    if response is None:
+        return None
+    if "llama.cpp" in (response.headers.get("server") or "").lower():
+        return "llama.cpp"
+    if response.status != 200:
+        return "openai"
+    try:
+        models = json.loads(response.body).get("data") or []
+    except (ValueError, AttributeError):
+        return "openai"
+    cards = [m for m in models if isinstance(m, dict)]
+    for card in cards:
+        server = _OWNED_BY.get(str(card.get("owned_by", "")).lower())
+        if server is not None:
+            return server
+    # TGI names the model as its own owner (router/src/server.rs, openai_get_model_info).
+    if cards and all(card.get("owned_by") and card.get("owned_by") == card.get("id") for card in cards):
+        return "tgi"
+    return "openai"
+
+
+def vllm_profile(response: RawResponse | None) -> tuple[str, str | None]:
+    """vLLM's ``GET /version`` answer -> ("vllm" or "vllm-legacy", version). guided_json was
+    removed in vLLM 0.12; only a server that says it is older gets it."""
+    version = None
+    if response is not None and response.status == 200:
+        try:
+            version = str(json.loads(response.body).get("version") or "") or None
+        except (ValueError, AttributeError):
+            version = None
+    match = _VERSION_RE.match(version or "")
+    if match and (int(match.group(1)), int(match.group(2))) < (0, 12):
+        return "vllm-legacy", version
+    return "vllm", version
 
 
 def normalize_base_url(endpoint: str, default_path: str = "/v1") -> str:
@@ -81,11 +162,34 @@ def base_body(call: Call, model: str, messages: Any) -> dict[str, Any]:
         body["n"] = call.n
     if call.stream:
         body["stream"] = True
+    if call.tools is not None or call.tool_choice is not None or call.parallel_tool_calls is not None:
+        add_tools(body, call)
     return body
+
+
+def add_tools(body: dict[str, Any], call: Call, choice_as_string: bool = False) -> None:
+    """OpenAI's ``tools`` / ``tool_choice`` / ``parallel_tool_calls``. A named choice is the
+    object form, or, for servers that take only strings (llama.cpp's server), "required" with
+    the tool list cut down to the named tool: the same effect."""
+    tools = call.tools
+    choice = call.tool_choice
+    if tools:
+        body["tools"] = [tool.openai for tool in tools]
+    if choice is not None:
+        if choice in ("auto", "none", "required"):
+            body["tool_choice"] = choice
+        elif choice_as_string:
+            body["tools"] = [tool.openai for tool in tools or () if tool.name == choice]
+            body["tool_choice"] = "required"
+        else:
+            body["tool_choice"] = {"type": "function", "function": {"name": choice}}
+    if call.parallel_tool_calls is not None and tools:
+        body["parallel_tool_calls"] = call.parallel_tool_calls
 
 
 class OpenAICodec(Codec):
     provider = "openai"
+    extra_keywords = OPENAI_KEYWORDS
     env_api_key = "OPENAI_API_KEY"
     env_endpoint = "OPENAI_BASE_URL"
 
@@ -123,88 +227,140 @@ class OpenAICodec(Codec):
         self.base_url = normalize_base_url(endpoint)
         self.model_name = model_name
         self._api_key = api_key or None
-        self.dialect = _DIALECT_ALIASES[dialect]  # "auto" until learned
+        self.dialect = dialect  # as configured; what is learned lives in the client's ServerState
+        self._profile = _DIALECT_ALIASES[dialect]
         self.strict_schema = strict_schema
-        self.stream_usage = stream_usage
+        self.stream_usage = stream_usage  # False: never ask; True: ask until the server rejects it
         self._headers = json_headers({"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}, headers)
+        self._probe_headers = {k: v for k, v in self._headers.items() if k != "Content-Type"}
         self._urls = {"chat": f"{self.base_url}/chat/completions", "completion": f"{self.base_url}/completions"}
 
     # -- requests -------------------------------------------------------------------------
 
-    def build_body(self, call: Call) -> dict[str, Any]:
+    def build_body(self, call: Call, state: ServerState = FRESH) -> dict[str, Any]:
         body = base_body(call, self.model_name, call.messages)
-        if call.stream and self.stream_usage:
+        if call.stream and self.stream_usage and state.stream_usage:
             body["stream_options"] = {"include_usage": True}
         if call.schema is not None:
-            self._add_schema(body, call)
+            self._add_schema(body, call, state)
+        if state.tool_choice_string and call.tools is not None:
+            add_tools(body, call, choice_as_string=True)
         if call.extra:
             body.update(call.extra)
         return body
 
-    def build_request(self, call: Call) -> Request:
-        return Request("POST", self._urls[call.kind], self._headers, dumps(self.build_body(call)), call.stream)
+    def build_request(self, call: Call, state: ServerState = FRESH) -> Request:
+        request = Request("POST", self._urls[call.kind], self._headers, dumps(self.build_body(call, state)),
+                          call.stream)
+        if call.schema is not None:
+            request.facts = self._dialect(call.kind, state)
+        return request
 
-    def _add_schema(self, body: dict[str, Any], call: Call) -> None:
+    def profile(self, state: ServerState) -> str:
+        """The server profile in use: forced by ``dialect=``, else detected, else "openai"."""
+        return self._profile or state.server or "openai"
+
+    def dialects(self, kind: str, state: ServerState) -> tuple[str, ...]:
+        """The dialects this server enforces for ``kind``, in the order tried."""
+        chain = SERVERS[self.profile(state)][kind != "chat"]
+        if "grammar" in chain and not _have_gbnf():  # no converter here: grammar cannot be sent
+            chain = tuple(d for d in chain if d != "grammar")
+        return chain
+
+    def _dialect(self, kind: str, state: ServerState) -> tuple[str | None, str]:
+        """(the state's value, the dialect to send): the learned one if it is in this server's
+        list, else the list's first. Raises when the server enforces none for this kind."""
+        learned = state.chat_dialect if kind == "chat" else state.completion_dialect
+        chain = self.dialects(kind, state)
+        if learned in chain:
+            return learned, learned
+        if not chain:
+            raise self._nothing_enforceable(kind, state)
+        return learned, chain[0]
+
+    def _nothing_enforceable(self, kind: str, state: ServerState) -> InvalidInputError:
+        server = self.profile(state)
+        if server == "llama-cpp-python" and kind != "chat":
+            why = ("its /completions takes only a GBNF grammar, and converting the schema needs "
+                   "llama-cpp-python installed next to gen_ai")
+            fix = "pip install llama-cpp-python, or use run_chat_completions (response_format json_object)."
+        else:
+            why = f"its /{'chat/completions' if kind == 'chat' else 'completions'} enforces no JSON-schema field"
+            fix = ("Use run_chat_completions with guided_json (its chat endpoint enforces response_format), "
+                   "or the server's native API." if kind != "chat" else
+                   "Use a server that enforces JSON schemas, or pass dialect= naming the one it takes.")
+        return InvalidInputError(f"guided_json cannot be enforced by this server ({server}): {why}",
+                                 suggestion=fix, field="guided_json")
+
+    def _add_schema(self, body: dict[str, Any], call: Call, state: ServerState) -> None:
         schema = call.schema
-        dialect = "json_schema" if self.dialect == "auto" else self.dialect
+        dialect = self._dialect(call.kind, state)[1]
         if dialect == "json_schema":
             body["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": schema.name, "schema": schema.json_schema, "strict": self.strict_schema},
             }
         elif dialect == "json_object":
-            if call.kind == "completion":
-                # llama-cpp-python's /completions ignores response_format; it takes a GBNF grammar.
-                grammar = _gbnf(json.dumps(schema.json_schema))
-                if grammar is not None:
-                    body["grammar"] = grammar
-                    return
             body["response_format"] = {"type": "json_object", "schema": schema.json_schema}
+        elif dialect == "tgi":
+            body["response_format"] = {"type": "json", "value": schema.json_schema}
         elif dialect == "guided_json":
             body["guided_json"] = schema.json_schema
-        else:
+        elif dialect == "structured_outputs":
             body["structured_outputs"] = {"json": schema.json_schema}
+        elif dialect == "json_schema_field":
+            body["json_schema"] = schema.json_schema
+        else:  # grammar: dialects() keeps it only when the converter is importable
+            body["grammar"] = _gbnf(json.dumps(schema.json_schema))
 
     # -- dialect detection ----------------------------------------------------------------
 
-    def probe_request(self, call: Call) -> Request | None:
-        if call.schema is None or self.dialect != "auto":
+    def probe_request(self, call: Call, state: ServerState) -> Request | None:
+        if call.schema is None or self._profile is not None or state.server is not None:
             return None
-        headers = {k: v for k, v in self._headers.items() if k != "Content-Type"}
-        return Request("GET", f"{self.base_url}/models", headers)
+        return Request("GET", f"{self.base_url}/models", self._probe_headers, facts="models")
 
-    def learn(self, call: Call, response: RawResponse | None) -> None:
-        if self.dialect != "auto":
-            return
-        dialect = "json_schema"
-        if response is not None and response.status == 200:
-            try:
-                models = json.loads(response.body).get("data") or []
-                owners = {str(m.get("owned_by", "")).lower() for m in models if isinstance(m, dict)}
-            except (ValueError, AttributeError):
-                owners = set()
-            for owner in owners:
-                if owner in _OWNED_BY_DIALECT:
-                    dialect = _OWNED_BY_DIALECT[owner]
-                    break
-        self.dialect = dialect
+    def learn(self, call: Call, request: Request, response: RawResponse | None,
+              found: dict[str, Any]) -> Request | None:
+        """Read a probe's answer into ``found``; return a follow-up probe or None."""
+        if request.facts == "models":
+            server = detect_server(response)
+            if server is not None:
+                found["server"] = server
+            if server == "vllm":
+                parts = urlsplit(self.base_url)
+                return Request("GET", f"{parts.scheme}://{parts.netloc}/version", self._probe_headers,
+                               facts="version")
+            return None
+        found["server"], found["version"] = vllm_profile(response)
+        return None
 
-    def fallback(self, call: Call, error: GenAIError) -> bool:
+    def fallback(self, call: Call, request: Request, error: GenAIError, state: ServerState) -> Changes | None:
         # llama-cpp-python answers a field it does not accept with a 500 naming the field.
         if error.status_code not in (400, 422, 500):
-            return False
+            return None
         message = (error.message or "").lower()
-        if call.stream and self.stream_usage and "stream_options" in message:
-            self.stream_usage = False
-            return True
-        if call.schema is None or not any(word in message for word in _SCHEMA_FIELD_WORDS):
-            return False
-        current = "json_schema" if self.dialect == "auto" else self.dialect
-        nxt = _FALLBACK.get(current)
-        if nxt is None:
-            return False
-        self.dialect = nxt
-        return True
+        if call.stream and "stream_options" in message and b'"stream_options"' in (request.body or b""):
+            return {"stream_usage": (True, False)}
+        if (call.tool_choice not in (None, "auto", "none", "required") and not state.tool_choice_string
+                and "string" in message and ("tool_choice" in message or "type must be" in message)):
+            # llama.cpp's server: "[json.exception.type_error.302] type must be string, but is object"
+            return {"tool_choice_string": (False, True)}
+        used = request.facts
+        if call.schema is None or used is None or not any(word in message for word in _SCHEMA_FIELD_WORDS):
+            return None
+        learned, dialect = used
+        chain = self.dialects(call.kind, state)
+        position = chain.index(dialect) if dialect in chain else len(chain)
+        if position + 1 >= len(chain):
+            tried = ", ".join(chain[: position + 1]) or dialect
+            error.suggestion = (
+                f"The server rejected guided_json as {dialect!r}, and no other structured-output field this "
+                f"server ({self.profile(state)}) enforces is left to try (tried: {tried}). "
+                "Pass dialect= naming the field it takes, or call without guided_json."
+            )
+            return None
+        return {"chat_dialect" if call.kind == "chat" else "completion_dialect": (learned, chain[position + 1])}
 
     # -- responses ------------------------------------------------------------------------
 
@@ -217,6 +373,15 @@ class OpenAICodec(Codec):
 
     def stream_parser(self, call: Call, headers: Mapping[str, str]) -> StreamParser:
         return OpenAIStreamParser(call.kind, self.provider, headers)
+
+
+@functools.lru_cache(maxsize=1)
+def _have_gbnf() -> bool:
+    """Whether llama-cpp-python's JSON-schema -> GBNF converter can be imported (looked up, not
+    imported: importing llama_cpp takes a while)."""
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is not None
 
 
 @functools.lru_cache(maxsize=64)
@@ -238,19 +403,37 @@ def completion_from_json(data: Any, kind: str, response: RawResponse, provider: 
             f"the response has no 'choices' list: {message[:300]}",
             status_code=response.status, url=response.url, method=response.method, provider=provider,
         )
-    choices = sorted(choices, key=lambda c: c.get("index", 0)) if len(choices) > 1 else choices
+    if not all(isinstance(c, dict) for c in choices):
+        raise ResponseError(
+            f"the response's 'choices' must be a list of objects: {describe_body(response.body)[:300]}",
+            status_code=response.status, url=response.url, method=response.method, provider=provider,
+        )
+    if len(choices) > 1:
+        choices = sorted(choices, key=lambda c: c.get("index") if type(c.get("index")) is int else 0)
     texts: list[str] = []
     reasons: list[str | None] = []
-    tool_calls: list[Any] = []
-    for choice in choices:
+    tool_calls: list[list[ToolCall] | None] | None = None
+    for i, choice in enumerate(choices):
         if kind == "chat":
-            answer = choice.get("message") or {}
-            texts.append(answer.get("content") or "")
-            tool_calls.append(answer.get("tool_calls"))
+            answer = choice.get("message")
+            if not isinstance(answer, dict):
+                answer = {}
+            content = answer.get("content")
+            texts.append(content if type(content) is str else "")
+            calls = answer.get("tool_calls")
+            if calls and isinstance(calls, list):  # rare path: the per-choice list only when a choice called tools
+                if tool_calls is None:
+                    tool_calls = [None] * len(choices)
+                tool_calls[i] = [ToolCall.from_dict(c, j) for j, c in enumerate(calls) if isinstance(c, dict)]
+                # Some servers (Ollama, LM Studio) say "stop" for an answer that is tool calls.
+                if choice.get("finish_reason") in (None, "stop", "function_call"):
+                    reasons.append("tool_calls")
+                    continue
         else:
-            texts.append(choice.get("text") or "")
-            tool_calls.append(None)
-        reasons.append(choice.get("finish_reason"))
+            text = choice.get("text")
+            texts.append(text if type(text) is str else "")
+        reason = choice.get("finish_reason")
+        reasons.append(reason if reason is None or type(reason) is str else str(reason))
     # raw stays bytes until read (see types._lazy_json).
     return Completion(texts, reasons, usage_from_json(data.get("usage")), data.get("model"), response.body or data,
                       data.get("id"), tool_calls)
@@ -259,9 +442,9 @@ def completion_from_json(data: Any, kind: str, response: RawResponse, provider: 
 def usage_from_json(usage: Any) -> Usage | None:
     if not isinstance(usage, dict):
         return None
-    prompt = usage.get("prompt_tokens") or 0
-    completion = usage.get("completion_tokens") or 0
-    return Usage(prompt, completion, usage.get("total_tokens") or prompt + completion)
+    prompt = token_count(usage.get("prompt_tokens"))
+    completion = token_count(usage.get("completion_tokens"))
+    return Usage(prompt, completion, token_count(usage.get("total_tokens")) or prompt + completion)
 
 
 class OpenAIStreamParser(StreamParser):
@@ -275,6 +458,7 @@ class OpenAIStreamParser(StreamParser):
         self._provider = provider
         self._sse = SSEDecoder()
         self._done = False
+        self._pending: GenAIError | None = None
         self._extra: dict[int, list[str]] = {}
         content_type = (headers.get("content-type") or "").lower()
         self._json_body: list[bytes] | None = [] if content_type.startswith("application/json") else None
@@ -285,12 +469,20 @@ class OpenAIStreamParser(StreamParser):
         return [self.text] + ["".join(self._extra[i]) for i in sorted(self._extra)]
 
     def feed(self, chunk: bytes) -> list[str]:
+        if self._pending is not None:
+            raise self._pending
         if self._json_body is not None:
             self._json_body.append(chunk)
             return []
         out: list[str] = []
-        for _, data in self._sse.feed(chunk):
-            self._event(data, out)
+        try:
+            for _, data in self._sse.feed(chunk):
+                self._event(data, out)
+        except GenAIError as exc:
+            # Hand out the text that came before the error in this chunk first; raise on the next call.
+            if not out:
+                raise
+            self._pending = exc
         if out:
             self.parts.extend(out)
         return out
@@ -312,18 +504,28 @@ class OpenAIStreamParser(StreamParser):
         if self.id is None:
             self.id = obj.get("id")
             self.model = obj.get("model")
-        for choice in obj.get("choices") or ():
+        choices = obj.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            if not isinstance(choice, dict):
+                raise StreamError(f"malformed stream event (a choice is not an object): {data[:200]!r}",
+                                  provider=self._provider)
             if self._chat:
                 delta = choice.get("delta")
-                text = delta.get("content") if delta else None
+                text = delta.get("content") if isinstance(delta, dict) else None
             else:
                 text = choice.get("text")
             index = choice.get("index", 0)
-            if text:
+            if type(text) is str and text:
                 if index == 0:
                     out.append(text)
+                    if self.want_events:
+                        self.events.append(StreamEvent("text", text=text))
                 else:
                     self._extra.setdefault(index, []).append(text)
+            if self._chat and delta and index == 0:
+                calls = delta.get("tool_calls")
+                if calls:
+                    self._tool_fragments(calls)
             reason = choice.get("finish_reason")
             if reason and index == 0:
                 self.finish_reason = reason
@@ -331,7 +533,27 @@ class OpenAIStreamParser(StreamParser):
         if usage:
             self.usage = usage_from_json(usage)
 
+    def _tool_fragments(self, calls: Any) -> None:
+        """Fragments of ``delta.tool_calls``, merged by index (see ToolCallBuffer)."""
+        buffer = self.tool_buffer()
+        for position, fragment in enumerate(calls):
+            if not isinstance(fragment, dict):
+                continue
+            wire = fragment.get("index", position)
+            function = fragment.get("function") or {}
+            call_id = fragment.get("id")
+            name = function.get("name")
+            if call_id or name:
+                buffer.start(wire, call_id, name)
+            arguments = function.get("arguments")
+            if arguments is not None:
+                if not isinstance(arguments, str):  # a server that sends the arguments as an object
+                    arguments = json.dumps(arguments, ensure_ascii=False)
+                buffer.add(wire, arguments)
+
     def close(self) -> list[str]:
+        if self._pending is not None:
+            raise self._pending
         if self._json_body is not None:
             body = b"".join(self._json_body)
             raw = RawResponse(200, {}, body, "", "POST")
@@ -340,11 +562,19 @@ class OpenAIStreamParser(StreamParser):
             self.usage, self.model, self.id = completion.usage, completion.model, completion.id
             text = completion.texts[0] if completion.texts else ""
             self.parts.append(text)
+            if text and self.want_events:
+                self.events.append(StreamEvent("text", text=text))
+            for call in completion.tool_calls_of(0) or ():
+                buffer = self.tool_buffer()
+                buffer.start(call.index, call.id, call.name)
+                buffer.add(call.index, call.arguments)
             return [text] if text else []
         out: list[str] = []
         for _, data in self._sse.close():
             self._event(data, out)
         self.parts.extend(out)
+        if self._tools is not None and self.finish_reason in ("stop", "function_call"):
+            self.finish_reason = "tool_calls"
         if not self._done and self.finish_reason is None:
             raise StreamTruncatedError(
                 "the stream ended before the server sent its finish reason or [DONE]; "
