@@ -271,13 +271,13 @@ def _add_complete(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 
 def _add_batch(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
-    from .batch import add_cli_arguments, run_cli
+    from .batch import add_cli_arguments, prepare_args, run_cli
 
     p = sub.add_parser("batch", parents=parents[:1], help="run an OpenAI Batch API JSONL file (resumable)",
                        description="Send every request of INPUT (OpenAI Batch API format) and append the "
                                    "results to OUTPUT (OpenAI batch output format). Rerun to resume.")
     add_cli_arguments(p)
-    p.set_defaults(handler=lambda args: run_cli(make_client(args), args))
+    p.set_defaults(handler=lambda args: run_cli(make_client(prepare_args(args)), args))
 
 
 # Each registrar adds one subcommand: registrar(subparsers, parents) where parents are the

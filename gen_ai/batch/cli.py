@@ -28,6 +28,20 @@ def add_cli_arguments(parser: Any) -> None:
                    help="send each body's model instead of --model")
     g.add_argument("--fsync", action="store_true", help="fsync the output about once a second")
     g.add_argument("--no-progress", action="store_true", help="never draw the progress bar")
+    g.add_argument("--replica", action="append", default=[], metavar="URL",
+                   help="another endpoint of the same server (repeatable): requests go to the least busy "
+                        "one, a failing one is cooled down and its requests retried on another")
+    g.add_argument("--json", action="store_true",
+                   help="print the run's statistics as one JSON object on stdout (per-replica counts included)")
+
+
+def prepare_args(args: Any) -> Any:
+    """Before the client is made: ``--replica`` URLs join ``--endpoint`` as a list of endpoints."""
+    replicas = getattr(args, "replica", None)
+    if replicas:
+        first = getattr(args, "endpoint", None)
+        args.endpoint = ([first] if first else []) + list(replicas)
+    return args
 
 
 def run_cli(client: Any, args: Any) -> int:
@@ -51,4 +65,10 @@ def run_cli(client: Any, args: Any) -> int:
     sys.stderr.write(f"gen-ai batch: {stats.succeeded} succeeded, {stats.failed} failed, {stats.skipped} "
                      f"already done; {stats.requests} requests, {stats.retries} retries, "
                      f"{stats.total_tokens} tokens, {stats.elapsed:.1f}s\n")
+    for url, counts in (stats.replicas or {}).items():
+        sys.stderr.write(f"  {url}: {counts['requests']} requests, {counts['errors']} errors\n")
+    if getattr(args, "json", False):
+        import json
+
+        sys.stdout.write(json.dumps(stats.to_dict()) + "\n")
     return 1 if stats.failed else 0

@@ -43,7 +43,18 @@ from ..errors import (
     error_class_for_status,
     is_retryable_status,
 )
-from ..types import Call, Completion, RawResponse, Request, StreamEvent, ToolCall, Usage, new_call_id
+from ..types import (
+    Call,
+    Completion,
+    EmbeddingCall,
+    EmbeddingPart,
+    RawResponse,
+    Request,
+    StreamEvent,
+    ToolCall,
+    Usage,
+    new_call_id,
+)
 
 _TITLE_RE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _TAG_RE = re.compile(r"<[^>]+>")
@@ -137,10 +148,30 @@ class StreamParser:
         self.id: str | None = None
         self.events: list[StreamEvent] = []
         self._tools: ToolCallBuffer | None = None  # created by the first tool-call fragment
+        self.reasoning_parts: list[str] = []  # thinking text of choice 0, never in feed()'s output
+        self.reasoning_details: list[dict[str, Any]] | None = None  # opaque items to send back
+        self.logprobs: list[Any] | None = None  # TokenLogprob of choice 0, when asked for
 
     @property
     def text(self) -> str:
         return "".join(self.parts)
+
+    @property
+    def reasoning(self) -> str | None:
+        parts = self.reasoning_parts
+        return "".join(parts) if parts else None
+
+    def add_reasoning(self, text: str) -> None:
+        """A thinking-text delta: kept for ``stream.reasoning`` (and, when ``stream.events()``
+        asked, a "reasoning" StreamEvent); never returned by ``feed``."""
+        self.reasoning_parts.append(text)
+        if self.want_events:
+            self.events.append(StreamEvent("reasoning", text=text))
+
+    def add_detail(self, item: dict[str, Any]) -> None:
+        if self.reasoning_details is None:
+            self.reasoning_details = []
+        self.reasoning_details.append(item)
 
     @property
     def tool_calls(self) -> list[ToolCall]:
@@ -306,6 +337,26 @@ class Codec:
     def stream_parser(self, call: Call, headers: Mapping[str, str]) -> StreamParser:  # pragma: no cover
         raise NotImplementedError
 
+    # -- embeddings (optional): pure build/parse, driven by _core.embedding_flow ---------------
+
+    # Inputs per request by default (run_embeddings(batch_size=) overrides, up to the max);
+    # 0 means the provider has no embeddings.
+    embedding_batch_size = 0
+    embedding_max_batch = 0
+    # Whether an empty string is refused (before any request, naming its index).
+    embedding_rejects_empty = True
+
+    def build_embedding_request(self, call: EmbeddingCall, state: ServerState = FRESH) -> Request:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def parse_embedding_response(self, call: EmbeddingCall, response: RawResponse) -> EmbeddingPart:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def embedding_fallback(self, call: EmbeddingCall, request: Request, error: GenAIError,
+                           state: ServerState) -> Changes | None:
+        """Like ``fallback``: the state changes that let the request succeed, or None."""
+        return None
+
     def __repr__(self) -> str:  # never the headers: they hold credentials
         return (f"<{type(self).__name__} endpoint={getattr(self, 'base_url', None)!r} "
                 f"model={getattr(self, 'model_name', None)!r}>")
@@ -469,3 +520,42 @@ def status_error(
         body=_text(response.body)[:BODY_LIMIT],
         retry_after=parse_retry_after(response.headers),
     )
+
+
+def float_vector(values: Any, as_numpy: bool, provider: str) -> Any:
+    """One JSON list of numbers as a list of floats (or a float32 numpy array)."""
+    if not isinstance(values, list) or not values:
+        raise ResponseError(f"an embedding is not a non-empty list of numbers: {str(values)[:100]}",
+                            provider=provider)
+    if as_numpy:
+        import numpy
+
+        return numpy.asarray(values, dtype=numpy.float32)
+    return values
+
+
+def base64_vector(text: Any, as_numpy: bool, provider: str) -> Any:
+    """A base64 string of little-endian float32 values (OpenAI's ``encoding_format: "base64"``)
+    as a list of floats (or a numpy array): about 4x fewer bytes and no float parsing."""
+    import base64
+    import binascii
+
+    try:
+        raw = base64.b64decode(text)
+    except (binascii.Error, TypeError, ValueError):
+        raise ResponseError(f"an embedding is not valid base64: {str(text)[:60]!r}", provider=provider) from None
+    if not raw or len(raw) % 4:
+        raise ResponseError(f"a base64 embedding has {len(raw)} bytes, not a whole number of float32 values",
+                            provider=provider)
+    if as_numpy:
+        import numpy
+
+        return numpy.frombuffer(raw, dtype="<f4").copy()
+    import array
+    import sys
+
+    floats = array.array("f")
+    floats.frombytes(raw)
+    if sys.byteorder != "little":  # pragma: no cover - big-endian hosts
+        floats.byteswap()
+    return floats.tolist()
