@@ -484,7 +484,8 @@ def _opt_str(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-_CONTEXT_WORDS = ("context length", "context_length", "maximum context", "too many tokens", "prompt is too long")
+_CONTEXT_WORDS = ("context length", "context_length", "maximum context", "too many tokens", "prompt is too long",
+                  "context size")  # llama.cpp: "exceeds the available context size"
 
 
 def status_error(
