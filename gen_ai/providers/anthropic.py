@@ -177,6 +177,11 @@ class AnthropicCodec(Codec):
             headers = {**headers, "Accept": "text/event-stream"}
         return Request("POST", self._url, headers, dumps(self.build_body(call)), call.stream)
 
+    def models_request(self) -> Request | None:
+        # GET /v1/models pages with limit (at most 1000) and after_id; one page of 1000 is plenty.
+        url = self.base_url + ("/models" if self.base_url.endswith("/v1") else "/v1/models") + "?limit=1000"
+        return Request("GET", url, {k: v for k, v in self._headers.items() if k != "Content-Type"})
+
     def fallback(self, call: Call, error: GenAIError) -> bool:
         if self.sampling_params is not None or not self._send_sampling or error.status_code != 400:
             return False

@@ -170,6 +170,9 @@ class OpenAICodec(Codec):
     def probe_request(self, call: Call) -> Request | None:
         if call.schema is None or self.dialect != "auto":
             return None
+        return self.models_request()
+
+    def models_request(self) -> Request | None:
         headers = {k: v for k, v in self._headers.items() if k != "Content-Type"}
         return Request("GET", f"{self.base_url}/models", headers)
 
