@@ -606,9 +606,22 @@ def _add_batch(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 
     p = sub.add_parser("batch", parents=parents[:1], help="run an OpenAI Batch API JSONL file (resumable)",
                        description="Send every request of INPUT (OpenAI Batch API format) and append the "
-                                   "results to OUTPUT (OpenAI batch output format). Rerun to resume.")
+                                   "results to OUTPUT (OpenAI batch output format). Rerun to resume.",
+                       epilog=_BATCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_cli_arguments(p)
-    p.set_defaults(handler=lambda args: run_cli(make_client(args), args))
+    p.set_defaults(handler=lambda args: run_cli(make_client(args), _with_timeout(args)))
+
+
+_BATCH_EPILOG = """examples:
+  gen-ai batch requests.jsonl results.jsonl --endpoint http://localhost:8000/v1 -m my-model
+  gen-ai batch requests.jsonl results.jsonl -m fast -c 32     # an alias; rerun the same line to resume
+"""
+
+
+def _with_timeout(args: argparse.Namespace) -> argparse.Namespace:
+    # --timeout defaults to None so the config file and aliases can set it; batch reads args.timeout.
+    args.timeout = settings_for(args).get("timeout")
+    return args
 
 
 # Each registrar adds one subcommand: registrar(subparsers, parents) where parents are the

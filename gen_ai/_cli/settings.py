@@ -249,6 +249,8 @@ def resolve(args: Any, need_key: bool = True) -> Settings:
         s.set("model", selector, selector_from)
     elif "model" in alias:
         s.set("model", alias["model"], alias_from)
+    else:
+        s.set("model", None, "default")
     pick("endpoint", getattr(args, "endpoint", None), "GEN_AI_ENDPOINT")
     if s.get("provider") is None:
         env_url = os.environ.get("OPENAI_BASE_URL")
