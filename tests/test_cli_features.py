@@ -389,7 +389,8 @@ def test_interactive_usage_errors(home):
 def test_models_lists_the_server_and_local_gguf_files(home, llama_server, tmp_path):
     models_dir = tmp_path / "models" / "nested"
     models_dir.mkdir(parents=True)
-    (models_dir / "copy.gguf").symlink_to(smollm2_path())
+    (models_dir / "tiny.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(24))  # GGUF magic: listed
+    (models_dir / "same.gguf").symlink_to(smollm2_path())  # the default model again: listed once
     (models_dir / "fake.gguf").write_bytes(b"not a gguf file")
     env = env_for(home, GEN_AI_GGUF_PATH=str(tmp_path / "models"))
     proc = run(home, "models", "--endpoint", llama_server, "--json", env=env)
@@ -398,10 +399,11 @@ def test_models_lists_the_server_and_local_gguf_files(home, llama_server, tmp_pa
     served = [i for i in items if i["provider"] == "openai"]
     assert [i["id"] for i in served] == ["smollm2"] and served[0]["endpoint"] == llama_server
     files = {i["id"]: i for i in items if i["provider"] == "local"}
-    assert "copy" in files and "fake" not in files
+    assert "tiny" in files and "fake" not in files and "same" not in files
+    assert files["tiny"]["path"] == str(models_dir / "tiny.gguf")
     assert files["SmolLM2-135M-Instruct.Q4_1"]["size_bytes"] == os.path.getsize(smollm2_path())
     text = run(home, "models", "--endpoint", llama_server, env=env)
-    assert text.returncode == 0 and "  smollm2" in text.stdout and "copy" in text.stdout
+    assert text.returncode == 0 and "  smollm2" in text.stdout and "tiny" in text.stdout
     # nothing configured: the local files only, no endpoint asked
     local = run(home, "models", env=env)
     assert local.returncode == 0 and "GGUF files" in local.stdout and "http" not in local.stdout
