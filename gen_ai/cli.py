@@ -707,8 +707,9 @@ def _secrets(args: argparse.Namespace | None) -> list[str]:
     settings = getattr(args, "_settings", None)
     if settings is not None:
         values.append(str(settings.api_key or ""))
-        values += [str(v) for k, v in settings.options.items()
-                   if isinstance(v, str) and any(w in k.lower() for w in ("key", "token", "secret", "password"))]
+        from ._cli.settings import secret_values
+
+        values += secret_values(settings.options)
     values += [v for k, v in os.environ.items() if any(w in k.upper() for w in _SECRET_WORDS)]
     return sorted((v for v in values if len(v) >= 6), key=len, reverse=True)
 

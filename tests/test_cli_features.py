@@ -490,16 +490,17 @@ def test_secrets_are_never_stored(home, llama_server):
     write_keys(home, f'openai = "{KEYFILE_SECRET}"\n')
     headers = json.dumps({"X-Gateway-Token": HEADER_SECRET})
     runs = [
-        ("--api-key", SECRET),                   # flag
-        (),                                       # the keys file
-        ("-o", f"headers={headers}"),             # a credential header option
+        (SECRET, ("--api-key", SECRET)),                  # flag
+        (KEYFILE_SECRET, ()),                             # the keys file
+        (HEADER_SECRET, ("-o", f"headers={headers}")),    # a credential header option
     ]
-    for extra in runs:
-        proc = run(home, f"Repeat: {SECRET}", "--endpoint", llama_server, "-m", "smollm2", "--max-tokens", "3",
+    for secret, extra in runs:  # each run's credential typed into its prompt too
+        proc = run(home, f"Repeat: {secret}", "--endpoint", llama_server, "-m", "smollm2", "--max-tokens", "3",
                    *extra)
         assert proc.returncode == 0, proc.stderr
     env = env_for(home, OPENAI_API_KEY=SECRET)
-    assert run(home, "Hi", "--endpoint", llama_server, "-m", "smollm2", "--max-tokens", "3", env=env).returncode == 0
+    proc = run(home, f"Hi {SECRET}", "--endpoint", llama_server, "-m", "smollm2", "--max-tokens", "3", env=env)
+    assert proc.returncode == 0, proc.stderr
     # a failed call is logged with its error, scrubbed too
     down = run(home, "Hi", "--endpoint", f"http://127.0.0.1:{free_port()}/v1?key={SECRET}", "-m", "m",
                "--api-key", SECRET, "--max-retries", "0")
@@ -512,16 +513,19 @@ def test_secrets_are_never_stored(home, llama_server):
         assert secret.encode() not in stored
     logged = rows(home)
     assert len(logged) == 5
-    assert logged[0]["prompt"] == "Repeat: ***"  # the key typed into a prompt is scrubbed as well
+    assert [r["prompt"] for r in logged[:4]] == ["Repeat: ***"] * 3 + ["Hi ***"]  # typed keys are scrubbed too
     assert json.loads(logged[2]["options"])["headers"] == "***"
     assert logged[4]["error"] and "?" not in (logged[4]["endpoint"] or "")
     assert stat.S_IMODE(db(home).stat().st_mode) == 0o600
 
 
 def test_concurrent_processes_share_the_log(home, llama_server):
+    # --no-stream: llama-cpp-python's server ends a running *stream* when another request waits
+    # (interrupt_requests, on by default); whole answers are queued instead.
     count = 6
     procs = [subprocess.Popen([sys.executable, "-m", "gen_ai", f"Say the number {i}.", "--endpoint", llama_server,
-                               "-m", "smollm2", "--max-tokens", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               "-m", "smollm2", "--max-tokens", "2", "--no-stream"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE,
                               stdin=subprocess.DEVNULL, cwd=ROOT, env=env_for(home))
              for i in range(count)]
     for proc in procs:
@@ -540,7 +544,7 @@ def test_concurrent_processes_share_the_log(home, llama_server):
     assert conversations == count
     # readers while writers run: `gen-ai logs` in parallel with more writers
     writers = [subprocess.Popen([sys.executable, "-m", "gen_ai", "Hi", "--endpoint", llama_server, "-m", "smollm2",
-                                 "--max-tokens", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                 "--max-tokens", "2", "--no-stream"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 stdin=subprocess.DEVNULL, cwd=ROOT, env=env_for(home)) for _ in range(3)]
     readers = [run(home, "logs", "--json", "-n", "0") for _ in range(3)]
     for proc in writers:

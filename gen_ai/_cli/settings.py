@@ -342,6 +342,21 @@ def _parse_options(items: list[str]) -> dict[str, Any]:
 _SECRET_OPTION_WORDS = ("key", "token", "secret", "password", "authorization", "headers", "credential")
 
 
+def secret_values(options: Any, secret_key: bool = False) -> list[str]:
+    """String values under credential-looking keys, at any depth (``headers={"X-Api-Token": ...}``)."""
+    found: list[str] = []
+    if isinstance(options, dict):
+        for key, value in options.items():
+            found += secret_values(value, any(w in str(key).lower() for w in _SECRET_OPTION_WORDS
+                                              if w != "headers"))
+    elif isinstance(options, (list, tuple)):
+        for value in options:
+            found += secret_values(value, secret_key)
+    elif isinstance(options, str) and secret_key and len(options) >= 4:
+        found.append(options.split(" ", 1)[1] if options.lower().startswith(("bearer ", "basic ")) else options)
+    return found
+
+
 def masked_options(options: dict[str, Any]) -> dict[str, Any]:
     """Options safe to print or store: credential-looking ones replaced by ``***``."""
     return {k: ("***" if any(w in k.lower() for w in _SECRET_OPTION_WORDS) else v) for k, v in options.items()}
