@@ -44,7 +44,34 @@ _HEADERS = {"Content-Type": "application/json", "Authorization": f"Bearer {API_K
 # ------------------------------------------------------------------------------------------
 
 
+def _otel_setup(lib: str) -> None:
+    """gen_ai_otel_idle: the OpenTelemetry SDK installed, no provider configured (gen_ai's hooks
+    are on but find nothing to report to); gen_ai_otel_memory: a real tracer and meter provider
+    with an in-memory span exporter and metric reader (every call makes a span and 3 points)."""
+    if lib != "gen_ai_otel_memory":
+        return
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    provider = TracerProvider()
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+    _OTEL_KEEP.append(exporter)
+
+
+_OTEL_KEEP: list[Any] = []
+
+
 def make_sync_call(lib: str, base: str) -> tuple[Callable[[], str], Callable[[], None]]:
+    if lib.startswith("gen_ai_otel"):
+        _otel_setup(lib)
+        lib = "gen_ai"
     if lib == "gen_ai":
         from gen_ai import create_client
 
@@ -120,6 +147,9 @@ def run_seq(lib: str, base: str, opts: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _make_async_call(lib: str, base: str, concurrency: int) -> tuple[Any, Any]:
+    if lib.startswith("gen_ai_otel"):
+        _otel_setup(lib)
+        lib = "gen_ai"
     if lib == "gen_ai":
         from gen_ai import create_client
 

@@ -39,16 +39,19 @@ VENVS: dict[str, list[str]] = {
     # compat mode puts the repo on sys.path with a plain .pth line: the default editable finder
     # would import pathlib & co. at every start-up and skew the import timings.
     "genai": ["--config-settings", "editable_mode=compat", "-e", REPO, "aiohttp", "httpx"],
+    "genai-otel": ["--config-settings", "editable_mode=compat", "-e", REPO, "aiohttp", "opentelemetry-sdk"],
     "openai": ["openai"],
     "litellm": ["litellm"],
     "aisuite": ["aisuite[openai]"],
     "anyllm": ["any-llm-sdk[openai]"],
 }
 LIB_VENV = {"gen_ai": "genai", "raw_httpclient": "genai", "raw_httpx": "genai", "raw_aiohttp": "genai",
-            "openai": "openai", "litellm": "litellm", "aisuite": "aisuite", "anyllm": "anyllm"}
+            "openai": "openai", "litellm": "litellm", "aisuite": "aisuite", "anyllm": "anyllm",
+            "gen_ai_otel_idle": "genai-otel", "gen_ai_otel_memory": "genai-otel"}
 LIB_LABEL = {"gen_ai": "gen_ai", "openai": "openai SDK", "litellm": "litellm", "aisuite": "aisuite",
              "anyllm": "any-llm", "raw_httpclient": "raw http.client", "raw_httpx": "raw httpx",
-             "raw_aiohttp": "raw aiohttp"}
+             "raw_aiohttp": "raw aiohttp", "gen_ai_otel_idle": "gen_ai + OTel SDK, no provider",
+             "gen_ai_otel_memory": "gen_ai + OTel, in-memory exporter"}
 IMPORTS = {"gen_ai": "import gen_ai", "openai": "import openai", "litellm": "import litellm",
            "aisuite": "import aisuite", "anyllm": "import any_llm"}
 
@@ -96,7 +99,7 @@ PLAN = {
     "seq": {"runs": (3, 2), "calls": (2000, 400)},
     "async": {"runs": (3, 2), "calls": (20000, 4000), "concurrency": 256,
               "calls_for": {"openai": (5000, 1000), "anyllm": (5000, 1000), "raw_httpx": (2000, 500),
-                            "litellm": (2000, 500)}},
+                            "litellm": (2000, 500), "gen_ai_otel_memory": (5000, 1000)}},
     "stream": {"runs": (3, 2), "streams": (5, 2), "streams_for": {"litellm": (2, 1), "anyllm": (3, 1)}},
     "batch": {"runs": (3, 2), "calls": (20000, 4000), "concurrency": 256},
     "batch_file": {"runs": (3, 2), "calls": (20000, 4000), "concurrency": 256},
@@ -104,8 +107,10 @@ PLAN = {
 METRIC_LIBS = {
     "import": ["gen_ai", "openai", "litellm", "aisuite", "anyllm"],
     "firstcall": ["gen_ai", "openai", "litellm", "aisuite", "anyllm"],
-    "seq": ["gen_ai", "raw_httpclient", "raw_httpx", "openai", "litellm", "aisuite", "anyllm"],
-    "async": ["gen_ai", "raw_aiohttp", "raw_httpx", "openai", "litellm", "anyllm"],
+    "seq": ["gen_ai", "raw_httpclient", "raw_httpx", "openai", "litellm", "aisuite", "anyllm",
+            "gen_ai_otel_idle", "gen_ai_otel_memory"],
+    "async": ["gen_ai", "raw_aiohttp", "raw_httpx", "openai", "litellm", "anyllm",
+              "gen_ai_otel_idle", "gen_ai_otel_memory"],
     "stream": ["gen_ai", "raw_httpclient", "openai", "litellm", "anyllm"],
     "batch": ["gen_ai"],
     "batch_file": ["gen_ai"],

@@ -5,6 +5,7 @@
     print(client.run_chat_completions([{"role": "user", "content": "Hi"}]))
 """
 
+from ._http import Timeout
 from .client import AsyncTextStream, Client, TextStream
 from .errors import (
     APIConnectionError,
@@ -16,27 +17,36 @@ from .errors import (
     ContentFilterError,
     GenAIError,
     InvalidInputError,
+    InvalidToolArgumentsError,
     NotFoundError,
     RateLimitError,
+    RedirectError,
     ResponseError,
     SchemaValidationError,
     ServerError,
     StreamError,
     StreamTruncatedError,
+    ToolCallError,
 )
 from .factory import create_client
-from .types import ChatResult, ChatResults, Usage
+from .hooks import CallInfo, Hooks
+from .types import ChatResult, ChatResults, StreamEvent, ToolCall, Usage
 
 __version__ = "0.1.0"
 
 __all__ = [
     "create_client",
+    "Timeout",
     "Client",
     "TextStream",
     "AsyncTextStream",
     "ChatResult",
     "ChatResults",
     "Usage",
+    "ToolCall",
+    "StreamEvent",
+    "Hooks",
+    "CallInfo",
     "GenAIError",
     "InvalidInputError",
     "ConfigurationError",
@@ -46,6 +56,7 @@ __all__ = [
     "AuthenticationError",
     "NotFoundError",
     "RateLimitError",
+    "RedirectError",
     "ServerError",
     "APIConnectionError",
     "APITimeoutError",
@@ -53,4 +64,6 @@ __all__ = [
     "StreamError",
     "StreamTruncatedError",
     "SchemaValidationError",
+    "ToolCallError",
+    "InvalidToolArgumentsError",
 ]

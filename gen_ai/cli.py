@@ -182,9 +182,39 @@ def _load_schema(value: str) -> Any:
 # ------------------------------------------------------------------------------------------------
 
 
-def _params(s: Any, n: int = 1) -> dict[str, Any]:
-    return {"max_tokens": s.get("max_tokens"), "temperature": s.get("temperature"), "top_p": s.get("top_p"),
-            "n": n, "timeout": s.get("timeout")}
+def _params(s: Any, n: int = 1, args: argparse.Namespace | None = None) -> dict[str, Any]:
+    params = {"max_tokens": s.get("max_tokens"), "temperature": s.get("temperature"), "top_p": s.get("top_p"),
+              "n": n, "timeout": s.get("timeout")}
+    if args is not None:
+        if getattr(args, "reasoning_effort", None):
+            params["reasoning_effort"] = args.reasoning_effort
+        if getattr(args, "tools", None):
+            tools = _load_json_arg(args.tools, "--tools")
+            if not isinstance(tools, list):
+                tools = [tools]
+            params["tools"] = tools
+        choice = getattr(args, "tool_choice", None)
+        if choice:
+            params["tool_choice"] = (choice if choice in ("auto", "none", "required")
+                                     else {"type": "function", "function": {"name": choice}})
+    return params
+
+
+def _load_json_arg(value: str, flag: str) -> Any:
+    text = value.strip()
+    if text.startswith(("{", "[")):
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise UsageError(f"{flag}: the inline JSON is not valid: {exc}") from None
+    try:
+        with open(value, encoding="utf-8") as f:
+            return json.loads(f.read())
+    except OSError as exc:
+        raise UsageError(f"{flag}: cannot read {value!r}: {exc.strerror or exc} (pass a JSON file or inline "
+                         "JSON)") from None
+    except ValueError as exc:
+        raise UsageError(f"{flag}: {value!r} is not valid JSON: {exc}") from None
 
 
 def _attachments(args: argparse.Namespace) -> tuple[list[Any], list[str]]:
@@ -285,7 +315,7 @@ def _generate(args: argparse.Namespace, kind: str) -> int:
     schema = _load_schema(args.schema) if args.schema is not None else None
     client = make_client(args)
     logger = _logger(args, client, conversation_id)
-    params = _params(s, args.n)
+    params = _params(s, args.n, args)
     messages = ([{"role": "system", "content": system}] if system else []) + history
     try:
         if interactive:
@@ -447,6 +477,12 @@ def _add_chat(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--cid", metavar="ID", help="continue the conversation with this id (gen-ai logs shows ids)")
     p.add_argument("--no-reasoning", action="store_true",
                    help="hide the model's reasoning (shown dimmed on stderr by default)")
+    p.add_argument("--reasoning-effort", metavar="LEVEL",
+                   help="how hard a reasoning model thinks: none, minimal, low, medium, high (see docs/reasoning.md)")
+    p.add_argument("--tools", metavar="FILE_OR_JSON",
+                   help="tool definitions (a JSON list, OpenAI shape, or a file holding one); the calls the "
+                        "model makes are printed on stderr as they form (and in --json), not run")
+    p.add_argument("--tool-choice", metavar="CHOICE", help="auto, none, required, or a tool's name")
     p.set_defaults(handler=lambda args: _generate(args, "chat"))
 
 
@@ -601,15 +637,69 @@ def _set_key(name: str) -> int:
     return EXIT_OK
 
 
+def _add_embed(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("embed", parents=parents[:1], help="embed texts: one JSON array per line",
+                       description="Embed each TEXT (or each line of stdin) and print its vector as a JSON "
+                                   "array, one line per text, in input order.",
+                       epilog=_EMBED_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to embed; stdin lines when left out")
+    p.add_argument("--dimensions", type=int, metavar="N", help="shorter vectors, where the model supports it")
+    p.add_argument("--batch-size", type=int, metavar="N", help="texts per request (default: the provider's)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object instead: embeddings, model, usage, latency")
+    p.set_defaults(handler=_embed)
+
+
+_EMBED_EPILOG = """examples:
+  gen-ai embed "first text" "second text"                  # two lines, two JSON arrays
+  cat sentences.txt | gen-ai embed > vectors.jsonl          # one vector per input line
+  gen-ai embed "hello" --endpoint http://localhost:8080/v1 -m nomic-embed --json | jq .usage
+"""
+
+
+def _embed(args: argparse.Namespace) -> int:
+    texts = list(args.texts)
+    if not texts:
+        stdin = sys.stdin
+        if stdin is None or stdin.isatty() or not _is_pipe_or_file(stdin):
+            raise UsageError("no text: pass it as arguments or pipe lines in (cat notes.txt | gen-ai embed)")
+        texts = [line for line in stdin.read().splitlines() if line.strip()]
+        if not texts:
+            raise UsageError("no text: stdin held only empty lines")
+    client = make_client(args)
+    run = getattr(client, "run_embeddings", None)
+    if run is None:  # pragma: no cover - a client without embeddings
+        raise UsageError("this gen_ai has no embeddings (Client.run_embeddings)")
+    extra: dict[str, Any] = {}
+    if args.batch_size is not None:
+        extra["batch_size"] = args.batch_size
+    try:
+        result = run(texts, dimensions=args.dimensions, timeout=settings_for(args).get("timeout"), **extra)
+    finally:
+        client.close()
+    out = sys.stdout
+    vectors = [list(map(float, v)) for v in result]
+    if args.json:
+        usage = getattr(result, "usage", None)
+        out.write(json.dumps({"embeddings": vectors, "model": getattr(result, "model", None),
+                              "usage": usage.to_dict() if usage is not None else None,
+                              "latency": getattr(result, "latency", None), "provider": client.provider}) + "\n")
+    else:
+        for vector in vectors:
+            out.write(json.dumps(vector, separators=(",", ":")) + "\n")
+    out.flush()
+    return EXIT_OK
+
+
 def _add_batch(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
-    from .batch import add_cli_arguments, run_cli
+    from .batch import add_cli_arguments, prepare_args, run_cli
 
     p = sub.add_parser("batch", parents=parents[:1], help="run an OpenAI Batch API JSONL file (resumable)",
                        description="Send every request of INPUT (OpenAI Batch API format) and append the "
                                    "results to OUTPUT (OpenAI batch output format). Rerun to resume.",
                        epilog=_BATCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_cli_arguments(p)
-    p.set_defaults(handler=lambda args: run_cli(make_client(args), _with_timeout(args)))
+    p.set_defaults(handler=lambda args: run_cli(make_client(_with_timeout(prepare_args(args))), args))
 
 
 _BATCH_EPILOG = """examples:
@@ -633,6 +723,7 @@ SUBCOMMANDS: list[Callable[[Any, list[argparse.ArgumentParser]], None]] = [
     _add_models,
     _add_logs,
     _add_config,
+    _add_embed,
     _add_batch,
 ]
 
@@ -650,6 +741,7 @@ _MAIN_EPILOG = """examples:
   gen-ai models                                               # what the endpoint serves, GGUF files
   gen-ai logs -n 5                                            # the last prompts and answers
   gen-ai config show                                          # settings and where they come from
+  gen-ai embed "some text"                                    # its vector, as a JSON array
 
 configuration (flag > environment > alias > config file > default):
   GEN_AI_PROVIDER   provider when --provider is not given

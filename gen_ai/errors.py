@@ -4,6 +4,7 @@
     ├── InvalidInputError           bad arguments, raised before any network call (also ValueError)
     │   └── ConfigurationError      unknown provider, missing endpoint / model / credentials
     ├── APIStatusError              the server answered with an error status
+    │   ├── RedirectError           a 3xx the redirect policy does not follow (.location says where)
     │   ├── BadRequestError         400, 422 and other 4xx not listed below
     │   │   └── ContentFilterError  the provider's content or safety filter blocked the call
     │   ├── AuthenticationError     401, 403
@@ -15,11 +16,16 @@
     ├── ResponseError               a success status with a body we cannot use (malformed JSON, ...)
     ├── StreamError                 an error event inside a stream, or a malformed event
     │   └── StreamTruncatedError    the stream ended before its finish reason / [DONE]
-    └── SchemaValidationError       guided_json output still invalid after schema_retries re-asks
+    ├── SchemaValidationError       guided_json output still invalid after schema_retries re-asks
+    └── ToolCallError               a tool call that cannot be used (unknown tool, bad arguments, a
+        │                           tool that raised when run_tools was asked to raise)
+        └── InvalidToolArgumentsError  a tool call's arguments are not a JSON object
 
 Every error carries ``message``, ``suggestion``, ``status_code``, ``url``, ``method``,
 ``retryable``, ``provider`` and, when the server sent one, its ``error_type`` and a trimmed
-``body``. Secrets are scrubbed from all of them before the error leaves the client.
+``body``. An error that ends a stream keeps the text that arrived before it in
+``partial_text`` (None when nothing had been streamed yet). Secrets are scrubbed from all of
+them before the error leaves the client.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ class GenAIError(Exception):
 
     default_suggestion = ""
     retryable_default = False
+    partial_text: str | None = None
 
     def __init__(
         self,
@@ -83,6 +90,7 @@ class GenAIError(Exception):
             "provider": self.provider,
             "error_type": self.error_type,
             "field": self.field,
+            **({"partial_text": self.partial_text} if self.partial_text is not None else {}),
         }
 
     def redact(self, secrets: Iterable[str]) -> "GenAIError":
@@ -90,7 +98,7 @@ class GenAIError(Exception):
         secrets = [s for s in secrets if s and len(s) >= 4]
         if not secrets:
             return self
-        for name in ("message", "suggestion", "url", "body", "error_type"):
+        for name in ("message", "suggestion", "url", "body", "error_type", "partial_text"):
             value = getattr(self, name)
             if isinstance(value, str):
                 for secret in secrets:
@@ -116,6 +124,24 @@ class APIStatusError(GenAIError):
     """The server answered with an error status."""
 
     default_suggestion = "Check the request against the server's documentation."
+
+
+class RedirectError(APIStatusError):
+    """The server answered with a redirect that was not followed: redirects are off by default,
+    and one to another origin is never followed (credentials stay with their origin)."""
+
+    default_suggestion = "Point endpoint at the URL the server redirects to."
+
+    def __init__(self, message: str, *, location: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.location = location
+
+    def redact(self, secrets: Iterable[str]) -> "GenAIError":
+        secrets = [s for s in secrets if s and len(s) >= 4]
+        if self.location:
+            for secret in secrets:
+                self.location = self.location.replace(secret, "***")
+        return super().redact(secrets)
 
 
 class BadRequestError(APIStatusError):
@@ -190,6 +216,21 @@ class SchemaValidationError(GenAIError):
         self.text = text
 
 
+class ToolCallError(GenAIError):
+    """A tool call gen_ai cannot use; ``tool_name`` names the tool the model asked for."""
+
+    default_suggestion = "Check the tool definitions passed in tools=, or let run_tools report it to the model."
+
+    def __init__(self, message: str, *, tool_name: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.tool_name = tool_name
+
+
+class InvalidToolArgumentsError(ToolCallError):
+    default_suggestion = ("The model wrote arguments that are not a JSON object; raise max_tokens if they "
+                          "were cut off, or describe the parameters more plainly.")
+
+
 _STATUS_CLASSES: dict[int, type[APIStatusError]] = {
     400: BadRequestError,
     401: AuthenticationError,
@@ -222,6 +263,7 @@ __all__ = [
     "InvalidInputError",
     "ConfigurationError",
     "APIStatusError",
+    "RedirectError",
     "BadRequestError",
     "ContentFilterError",
     "AuthenticationError",
@@ -234,6 +276,8 @@ __all__ = [
     "StreamError",
     "StreamTruncatedError",
     "SchemaValidationError",
+    "ToolCallError",
+    "InvalidToolArgumentsError",
     "error_class_for_status",
     "is_retryable_status",
 ]

@@ -31,6 +31,80 @@ from typing import Any
 
 from .factory import create_client
 
+# -- rate limits shared by every actor of a job -------------------------------------------------
+
+
+class _LimitsState:
+    """The token buckets and the 429 pause of one job, held by one named Ray actor. Every
+    actor's batch asks it before each request (``reserve``: seconds to wait) and tells it about a
+    429 (``pause``), so ``requests_per_minute`` / ``tokens_per_minute`` hold for the whole job,
+    however many actors run. Times are relative (seconds to wait): actors on other machines do
+    not need a common clock."""
+
+    def __init__(self, requests_per_minute: float | None, tokens_per_minute: float | None) -> None:
+        from .batch.limits import _Bucket
+
+        self.requests = _Bucket(requests_per_minute) if requests_per_minute else None
+        self.tokens = _Bucket(tokens_per_minute) if tokens_per_minute else None
+        self.pause_until = 0.0
+        self.reserved = 0
+
+    def reserve(self, cost: float) -> float:
+        import time
+
+        now = time.monotonic()
+        delay = self.pause_until - now
+        if self.requests is not None:
+            delay = max(delay, self.requests.reserve(1.0, now))
+        if self.tokens is not None:
+            delay = max(delay, self.tokens.reserve(cost, now))
+        self.reserved += 1
+        return delay
+
+    def pause(self, seconds: float) -> None:
+        import time
+
+        self.pause_until = max(self.pause_until, time.monotonic() + seconds)
+
+    def count(self) -> int:
+        return self.reserved
+
+
+class RemoteLimits:
+    """What a batch's gate calls (``gate.shared``): the job's limits actor, over Ray."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+    async def reserve(self, cost: float) -> float:
+        delay: float = await self.handle.reserve.remote(cost)
+        return delay
+
+    def pause(self, seconds: float) -> None:
+        self.handle.pause.remote(seconds)  # fire and forget: the local gate pauses already
+
+
+def shared_limits_actor(name: str, requests_per_minute: float | None, tokens_per_minute: float | None) -> Any:
+    """The job's limits actor named ``name``: created by the first actor that asks, found by the
+    others (``get_if_exists``). It lives as long as the job."""
+    import ray
+
+    actor = ray.remote(num_cpus=0)(_LimitsState)
+    return actor.options(name=name, get_if_exists=True, lifetime=None).remote(requests_per_minute,
+                                                                            tokens_per_minute)
+
+
+def job_limits_name(endpoint: Any, model_name: Any, requests_per_minute: Any, tokens_per_minute: Any) -> str:
+    """One limits actor per job, endpoint, model and limit: predictors of one ``map_batches``
+    (same constructor arguments) share it, other jobs do not."""
+    import hashlib
+
+    import ray
+
+    job = ray.get_runtime_context().get_job_id()
+    key = repr((endpoint, model_name, requests_per_minute, tokens_per_minute)).encode()
+    return f"gen_ai-limits-{job}-{hashlib.sha256(key).hexdigest()[:12]}"
+
 
 def _plain(value: Any) -> Any:
     """numpy arrays and Arrow-derived objects -> plain lists and dicts (JSON-ready)."""
@@ -53,11 +127,18 @@ class _Predictor:
                  output_column: str = "answer", max_concurrent: int = 16, max_tokens: int = 256,
                  temperature: float = 0, top_p: float = 1.0, timeout: float = 60,
                  requests_per_minute: float | None = None, tokens_per_minute: float | None = None,
-                 client_options: dict[str, Any] | None = None, **extra: Any) -> None:
+                 client_options: dict[str, Any] | None = None, shared_limits: bool = True,
+                 limits_name: str | None = None, **extra: Any) -> None:
         self.client = create_client(provider=provider, api_key=api_key, endpoint=endpoint,
                                     model_name=model_name, **(client_options or {}))
         self.input_column = input_column or self.default_column
         self.output_column = output_column
+        self.limiter: Any = None
+        if shared_limits and (requests_per_minute or tokens_per_minute):
+            # One set of buckets for every actor of the job (a named Ray actor), not one per actor.
+            name = limits_name or job_limits_name(endpoint, model_name, requests_per_minute, tokens_per_minute)
+            self.limiter = RemoteLimits(shared_limits_actor(name, requests_per_minute, tokens_per_minute))
+            requests_per_minute = tokens_per_minute = None
         self.options: dict[str, Any] = dict(max_tokens=max_tokens, temperature=temperature, top_p=top_p,
                                             timeout=timeout, max_concurrent=max_concurrent,
                                             requests_per_minute=requests_per_minute,
@@ -78,10 +159,9 @@ class _Predictor:
             raise KeyError(f"gen_ai: the batch has no {self.input_column!r} column "
                            f"(columns: {', '.join(columns)}); pass input_column=...")
         inputs = [_plain(v) for v in columns[self.input_column]]
-        if self.kind == "chat":
-            coro = self.client.arun_chat_completions_batch(inputs, **self.options)
-        else:
-            coro = self.client.arun_completions_batch(inputs, **self.options)
+        from .batch import arun_batch
+
+        coro = arun_batch(self.client, self.kind, inputs, rate_limiter=self.limiter, **self.options)
         results, errors = asyncio.run_coroutine_threadsafe(coro, self._loop).result()
         columns[self.output_column] = [None if r is None else str(r) for r in results]
         columns["prompt_tokens"] = [r.usage.prompt_tokens if r is not None and r.usage else 0 for r in results]

@@ -163,3 +163,18 @@ def reask_messages(messages: list[dict[str, Any]], bad_text: str, error: SchemaV
             ),
         },
     ]
+
+
+def cut_off(error: SchemaValidationError, max_tokens: int, provider: str | None = None) -> SchemaValidationError:
+    """The error for an answer that failed validation because ``max_tokens`` cut it off
+    (finish_reason ``length``). No re-ask is made for it: the same budget is cut off again."""
+    cut = SchemaValidationError(
+        f"guided_json: the answer was cut off at max_tokens={max_tokens} (finish_reason 'length') before "
+        f"its JSON was complete, so it does not validate ({error.message}); no re-ask was made",
+        text=error.text,
+        field="max_tokens",
+        suggestion=(f"Raise max_tokens (e.g. max_tokens={max(2 * max_tokens, 64)}), or ask for a shorter answer "
+                    "(fewer or shorter fields, maxLength / maxItems in the schema)."),
+    )
+    cut.provider = provider
+    return cut

@@ -20,8 +20,21 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from fault_server import FaultServer  # noqa: E402
+from servers import (  # noqa: E402,F401  (fixtures and helpers for llama.cpp, vLLM, litellm)
+    HEAVY_FIXTURES,
+    STARTUP_TIMES,
+    ServerHandle,
+    litellm_proxy,
+    start_litellm,
+    start_vllm,
+    start_xllamacpp,
+    vllm_server,
+    xllamacpp_server,
+)
 
-SPECS = Path(__file__).resolve().parents[2] / "shared" / "specs"
+# ../shared/specs from the checkout (/work/main) or from a worktree one level deeper (/work/wt/x).
+SPECS = next((p / "shared" / "specs" for p in Path(__file__).resolve().parents[2:4]
+              if (p / "shared" / "specs").is_dir()), Path(__file__).resolve().parents[2] / "shared" / "specs")
 
 
 def smollm2_path() -> str:
@@ -54,7 +67,8 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory):
             stdout=out, stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 120
+    t0 = time.time()
+    deadline = t0 + 120
     try:
         while True:
             if proc.poll() is not None:
@@ -70,6 +84,7 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory):
                 raise RuntimeError("llama-cpp-python server did not answer within 120 s:\n"
                                    + log.read_text(errors="replace")[-3000:])
             time.sleep(0.25)
+        STARTUP_TIMES["llama-cpp-python"] = round(time.time() - t0, 2)
         yield url
     finally:
         proc.terminate()
@@ -121,3 +136,17 @@ def spec_validator(spec, name: str):
 
     schema = {"$ref": f"#/components/schemas/{name}", "components": spec["components"]}
     return jsonschema.Draft202012Validator(schema)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that use the vLLM or litellm fixtures are ``heavy`` (``-m "not heavy"`` skips them)."""
+    heavy = pytest.mark.heavy
+    for item in items:
+        if HEAVY_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(heavy)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if STARTUP_TIMES:
+        parts = ", ".join(f"{name} {secs:.1f} s" for name, secs in STARTUP_TIMES.items())
+        terminalreporter.write_line(f"server start-up times: {parts}")

@@ -24,6 +24,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # the default 5 resets connections when many clients connect at once
+
+
 class Step:
     def __init__(self, status: int = 200, body: Any = b"", headers: dict[str, str] | None = None, *,
                  delay: float = 0.0, chunks: list[bytes] | None = None, chunk_delay: float = 0.0,
@@ -95,7 +99,7 @@ class FaultServer:
 
             do_GET = do_POST = do_PUT = do_DELETE = _handle
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = _Server(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)

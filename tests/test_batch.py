@@ -328,3 +328,21 @@ def test_batch_relaxes_gc_only_while_running(fault_server):
                                       progress=lambda p: seen.append(gc.get_threshold()[0]))
     assert gc.get_threshold() == before
     assert seen and seen[0] == 50_000
+
+
+def test_batch_package_uses_only_the_clients_public_seam():
+    """gen_ai.batch never imports gen_ai.client and never touches a client's private attributes."""
+    import ast
+    from pathlib import Path
+
+    import gen_ai.batch
+
+    pkg = Path(gen_ai.batch.__file__).parent
+    for path in sorted(pkg.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                assert node.module not in ("client", "gen_ai.client") and not (
+                    node.level and node.module == "client"), f"{path.name} imports the client module"
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "client":
+                assert not node.attr.startswith("_"), f"{path.name}: client.{node.attr}"

@@ -80,3 +80,41 @@ def test_a_failing_row_gets_an_error_column(ray_local):
     assert answers["bad"]["answer"] is None
     assert answers["bad"]["error"].startswith("BadRequestError: ") and "rejected" in answers["bad"]["error"]
     assert answers["one"]["error"] is None and answers["one"]["prompt_tokens"] == 5
+
+
+def test_rate_limit_is_shared_by_two_actors(ray_local):
+    """requests_per_minute=300 with 2 actors: the server sees about 5 requests a second in total
+    (not 10, as two per-actor limits would give), counted from the times the server recorded."""
+    import threading
+    import time
+
+    times = []
+    lock = threading.Lock()
+
+    def rule(rec):
+        with lock:
+            times.append(time.monotonic())
+        return Step(200, chat_body("ok"))
+
+    server = FaultServer(default=rule)
+    try:
+        from gen_ai.ray_data import ChatCompletionsPredictor
+
+        items = [{"q": [{"role": "user", "content": f"n{i}"}]} for i in range(40)]
+        rows = ray_local.data.from_items(items, override_num_blocks=4).map_batches(
+            ChatCompletionsPredictor,
+            fn_constructor_kwargs={"endpoint": server.url, "model_name": "m", "input_column": "q",
+                                   "requests_per_minute": 300, "max_concurrent": 8},
+            concurrency=2, batch_size=10,
+        ).take_all()
+    finally:
+        server.close()
+    assert len(rows) == 40 and all(r["answer"] == "ok" for r in rows)
+    times.sort()
+    # 5/s with one second's burst (5): 40 requests take at least (40 - 5) / 5 = 7 s; two separate
+    # per-actor limits would have allowed about 3.5 s.
+    span = times[-1] - times[0]
+    assert len(times) == 40 and span >= 6.3, span
+    # and no second-long window holds much more than the limit plus the burst
+    worst = max(sum(1 for t in times if s <= t < s + 1.0) for s in times)
+    assert worst <= 11, worst

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from conftest import free_port, smollm2_path
-from fault_server import FaultServer, Step, chat_chunks
+from fault_server import FaultServer, Step, chat_chunks, sse
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "sk-cli-feature-secret-7d2c41"
@@ -703,7 +703,8 @@ def test_config_errors_are_one_line(home):
 
 
 @pytest.mark.parametrize("command", [[], ["chat"], ["complete"], ["models"], ["logs"], ["config"],
-                                     ["config", "show"], ["config", "path"], ["config", "set-key"], ["batch"]])
+                                     ["config", "show"], ["config", "path"], ["config", "set-key"], ["embed"],
+                                     ["batch"]])
 def test_every_command_has_an_example(home, command):
     proc = run(home, *command, "--help")
     assert proc.returncode == 0, proc.stderr
@@ -716,3 +717,107 @@ def test_start_up_imports_stay_light(home):
             "'aiohttp', 'jsonschema') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env_for(home))
     assert proc.stdout.strip() == "[]", proc.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# 7. reasoning and tool calls on the terminal (a loopback server: SmolLM2 does neither)
+# ------------------------------------------------------------------------------------------------
+
+
+def _chunk(delta: dict, finish: str | None = None) -> bytes:
+    return sse({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+
+
+THINKING_STREAM = [_chunk({"role": "assistant", "reasoning_content": "Two and two "}),
+                   _chunk({"reasoning_content": "make four."}),
+                   _chunk({"content": "4"}), _chunk({}, "stop"), b"data: [DONE]\n\n"]
+TOOL_STREAM = [_chunk({"role": "assistant", "tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                                             "function": {"name": "get_weather", "arguments": ""}}]}),
+               _chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"city": '}}]}),
+               _chunk({"tool_calls": [{"index": 0, "function": {"arguments": '"Paris"}'}}]}),
+               _chunk({}, "tool_calls"), b"data: [DONE]\n\n"]
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+
+
+def test_reasoning_dimmed_on_stderr_and_logged(home):
+    server = FaultServer(default=lambda rec: Step(200, chunks=THINKING_STREAM))
+    try:
+        base = ["--endpoint", server.url, "-m", "thinker"]
+        proc = run(home, "What is 2+2?", "--reasoning-effort", "low", *base)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout == "4\n"  # the answer alone on stdout
+        assert "Two and two make four." in proc.stderr
+        assert server.requests[-1].json()["reasoning_effort"] == "low"
+        hidden = run(home, "What is 2+2?", "--no-reasoning", *base)
+        assert hidden.stdout == "4\n" and "Two and two" not in hidden.stderr
+        logged = rows(home)
+        assert [r["reasoning"] for r in logged] == ["Two and two make four."] * 2
+        # on a terminal the reasoning is dimmed (ANSI faint), and the answer is not
+        term = Terminal(home, "What is 2+2?", *base)
+        assert term.exit_code() == 0
+        assert "\x1b[2mTwo and two make four." in term.text() and "\x1b[0m" in term.text()
+    finally:
+        server.close()
+
+
+def test_tool_calls_printed_as_they_form_and_in_json(home, tmp_path):
+    server = FaultServer(default=lambda rec: Step(200, chunks=TOOL_STREAM))
+    tools_file = tmp_path / "tools.json"
+    tools_file.write_text(json.dumps(TOOLS))
+    try:
+        base = ["--endpoint", server.url, "-m", "tooler", "--tools", str(tools_file)]
+        proc = run(home, "Weather in Paris?", "--tool-choice", "get_weather", *base)
+        assert proc.returncode == 0, proc.stderr
+        assert '[tool call] get_weather({"city": "Paris"})' in proc.stderr
+        body = server.requests[-1].json()
+        assert body["tools"] == TOOLS
+        assert body["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+        [row] = rows(home)
+        assert json.loads(row["tool_calls"]) == [{"id": "call_1", "name": "get_weather",
+                                                  "arguments": '{"city": "Paris"}'}]
+        server.default = lambda rec: Step(200, {
+            "id": "x", "object": "chat.completion", "created": 1, "model": "m",
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                "role": "assistant", "content": None, "reasoning_content": "Need the weather.",
+                "tool_calls": [{"id": "call_2", "type": "function",
+                                "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'}}]}}],
+            "usage": {"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 14}})
+        as_json = run(home, "Weather in Rome?", "--json", "--tools", json.dumps(TOOLS), "--endpoint", server.url,
+                      "-m", "tooler")
+        assert as_json.returncode == 0, as_json.stderr
+        data = json.loads(as_json.stdout)
+        assert data["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": '{"city": "Rome"}'}
+        assert data["reasoning"] == "Need the weather."
+        bad = run(home, "Hi", "--tools", "[not json", "--endpoint", server.url, "-m", "tooler")
+        assert bad.returncode == 2 and "--tools" in one_line_error(bad)
+    finally:
+        server.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# 8. embed
+# ------------------------------------------------------------------------------------------------
+
+
+def test_embed_arguments_and_stdin_one_array_per_line(home):
+    proc = run(home, "embed", "first text", "second text")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2
+    vectors = [json.loads(line) for line in lines]
+    assert len(vectors[0]) == len(vectors[1]) > 100 and vectors[0] != vectors[1]
+    from gen_ai import create_client
+
+    client = create_client(provider="local")
+    expected = client.run_embeddings(["first text", "second text"])
+    assert all(abs(a - b) < 1e-5 for a, b in zip(vectors[0], expected[0], strict=True))
+    piped = run(home, "embed", input="first text\n\nsecond text\n")
+    assert piped.returncode == 0 and [json.loads(x) for x in piped.stdout.splitlines()] == vectors
+    as_json = json.loads(run(home, "embed", "first text", "--json").stdout)
+    assert as_json["embeddings"] == vectors[:1] and as_json["provider"] == "local"
+    nothing = run(home, "embed")
+    assert nothing.returncode == 2 and "no text" in one_line_error(nothing)
+    shorter = run(home, "embed", "x", "--dimensions", "4")
+    assert shorter.returncode == 2 and shorter.stderr.strip().splitlines()[-1].startswith("gen-ai: error: dimensions")

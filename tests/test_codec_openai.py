@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from gen_ai._retry import backoff_delay, parse_retry_after
@@ -70,17 +72,34 @@ def test_retry_after_parsing_and_backoff():
 
 
 def test_dialect_learning_and_fallback():
-    codec = OpenAICodec(endpoint="http://x", model_name="m")
+    from gen_ai._state import ServerState
     from gen_ai.structured import Schema
 
+    codec = OpenAICodec(endpoint="http://x", model_name="m")
+    state = ServerState()
     call = Call("chat", messages=[{"role": "user", "content": "x"}], schema=Schema.from_user({"type": "object"}))
-    assert codec.probe_request(call).url == "http://x/v1/models"
-    codec.learn(call, RawResponse(200, {}, b'{"data":[{"id":"a","owned_by":"vllm"}]}', "", "GET"))
-    assert codec.dialect == "json_schema" and codec.probe_request(call) is None
+    probe = codec.probe_request(call, state)
+    assert probe.url == "http://x/v1/models"
+    found = {}
+    follow = codec.learn(call, probe, RawResponse(200, {}, b'{"data":[{"id":"a","owned_by":"vllm"}]}', "", "GET"),
+                         found)
+    assert follow.url == "http://x/version" and found == {"server": "vllm"}
+    assert codec.learn(call, follow, RawResponse(200, {}, b'{"version":"0.32.0"}', "", "GET"), found) is None
+    state.learn(found)
+    assert state.server == "vllm" and codec.probe_request(call, state) is None
     err = codec.parse_error(RawResponse(400, {}, b'{"error":{"message":"response_format json_schema unsupported"}}',
                                         "", "POST"))
-    assert codec.fallback(call, err) and codec.dialect == "json_object"
-    assert codec.fallback(call, err) and codec.dialect == "guided_json"
-    assert not codec.fallback(call, err)
+    first = codec.build_request(call, state)
+    assert first.facts == (None, "json_schema")
+    changes = codec.fallback(call, first, err, state)
+    assert changes == {"chat_dialect": (None, "structured_outputs")}
+    assert state.apply(changes) and state.chat_dialect == "structured_outputs"
+    # A second request that failed with the same (old) dialect does not move the state again.
+    assert codec.fallback(call, first, err, state) == changes and not state.apply(changes)
+    second = codec.build_request(call, state)
+    assert json.loads(second.body)["structured_outputs"] == {"json": {"type": "object"}}
+    # The end of vLLM's list: nothing enforceable is left, and the error says so.
+    assert codec.fallback(call, second, err, state) is None
+    assert "no other structured-output field" in err.suggestion
     other = codec.parse_error(RawResponse(400, {}, b'{"error":{"message":"bad max_tokens"}}', "", "POST"))
-    assert not codec.fallback(call, other)
+    assert codec.fallback(call, second, other, state) is None

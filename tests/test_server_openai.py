@@ -82,7 +82,8 @@ def test_guided_json_with_pydantic_model(client):
     assert isinstance(result.parsed, CodeReview)
     assert result.parsed == review
     # llama-cpp-python only understands {type: json_object, schema}: auto-detection must pick it.
-    assert client.codec.dialect == "json_object"
+    assert client.server_state.server == "llama-cpp-python"
+    assert client.codec.dialects("chat", client.server_state) == ("json_object",)
 
 
 def test_guided_json_as_dict_and_string(client):
@@ -104,7 +105,7 @@ def test_forced_json_schema_dialect_falls_back(llama_server):
     result = client.run_chat_completions([{"role": "user", "content": "Is water wet?"}], guided_json=schema,
                                          max_tokens=20)
     assert isinstance(result.parsed["ok"], bool)
-    assert client.codec.dialect == "json_object"
+    assert client.server_state.chat_dialect == "json_object"
 
 
 def test_n_2_returns_two_answers(client):

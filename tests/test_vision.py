@@ -107,6 +107,15 @@ def loop_client(fault_server):
     c.close()
 
 
+@pytest.fixture
+def local_files_client(fault_server):
+    """A client that lets image parts inside messages name local files (allow_local_files=True)."""
+    c = create_client(provider="openai", endpoint=fault_server.url, model_name="m", max_retries=0,
+                      dialect="json_schema", allow_local_files=True)
+    yield c
+    c.close()
+
+
 # -- media types --------------------------------------------------------------------------------
 
 
@@ -219,7 +228,8 @@ def test_a_user_message_is_created_when_there_is_none(fault_server, loop_client)
     assert [decoded(p)[0] for p in sent[1]["content"]] == ["image/webp"]
 
 
-def test_image_parts_inside_chat_messages_are_prepared(tmp_path, fault_server, loop_client, openai_spec):
+def test_image_parts_inside_chat_messages_are_prepared(tmp_path, fault_server, local_files_client, openai_spec):
+    loop_client = local_files_client
     jpeg, png, gif = FORMATS["jpeg"][0], FORMATS["png"][0], FORMATS["gif"][0]
     (tmp_path / "a").write_bytes(jpeg)
     messages = [{"role": "user", "content": [
@@ -359,7 +369,8 @@ def test_bad_vision_options(options, field, fault_server, loop_client):
     assert fault_server.requests == []
 
 
-def test_bad_images_inside_chat_messages_are_all_listed(tmp_path, fault_server, loop_client):
+def test_bad_images_inside_chat_messages_are_all_listed(tmp_path, fault_server, local_files_client):
+    loop_client = local_files_client
     messages = [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": str(tmp_path / "nope.jpg")}},
         {"type": "image_url", "image_url": {"url": FORMATS["png"][0], "detail": "ultra"}},

@@ -60,6 +60,7 @@ def stream_answer(client: Any, messages: list[dict[str, Any]], images: list[Any]
     color = _is_tty(err)
     wrote_newline = True
     reasoning_open = False
+    call_open = False
     iterator: Any = iter(events()) if callable(events) else iter(stream)
     try:
         for item in iterator:
@@ -83,14 +84,16 @@ def stream_answer(client: Any, messages: list[dict[str, Any]], images: list[Any]
                     err.write(delta)
                     err.flush()
             elif kind == "tool_call_start":
-                err.write(f"\n[tool call] {getattr(item, 'name', None) or '?'}(")
+                err.write(f"{')' if call_open else ''}\n[tool call] {getattr(item, 'name', None) or '?'}(")
                 err.flush()
+                call_open = True
             elif kind == "tool_call_delta":
-                err.write(getattr(item, "arguments", None) or _event_text(item))
+                err.write(getattr(item, "arguments", None) or "")
                 err.flush()
-            elif kind == "done" and getattr(item, "tool_calls", None):
+            elif kind == "done" and call_open:
                 err.write(")\n")
                 err.flush()
+                call_open = False
     except KeyboardInterrupt:
         answer.interrupted = True
     finally:
@@ -99,6 +102,9 @@ def stream_answer(client: Any, messages: list[dict[str, Any]], images: list[Any]
             close()
         if reasoning_open:
             err.write((RESET if color else "") + "\n")
+            err.flush()
+        if call_open:
+            err.write(")\n")
             err.flush()
         if not wrote_newline or answer.interrupted:
             out.write("\n")

@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from .._keywords import ANTHROPIC_KEYWORDS
 from .._sse import SSEDecoder
+from .._state import FRESH, Changes, ServerState
 from ..errors import (
     APIStatusError,
     AuthenticationError,
@@ -44,7 +47,8 @@ from ..errors import (
     StreamTruncatedError,
 )
 from ..images import split_data_url
-from ..types import Call, Completion, RawResponse, Request, Usage
+from ..tools import arguments_object, tool_result_text
+from ..types import Call, Completion, RawResponse, Request, StreamEvent, ToolCall, Usage
 from ._base import (
     AUTH_HEADERS,
     Codec,
@@ -55,6 +59,7 @@ from ._base import (
     json_headers,
     split_system,
     status_error,
+    token_count,
 )
 
 DEFAULT_ENDPOINT = "https://api.anthropic.com"
@@ -84,6 +89,51 @@ _ERROR_TYPES: dict[str, tuple[type[APIStatusError], bool]] = {
     "timeout_error": (ServerError, True),
 }
 _SAMPLING_WORDS = ("temperature", "top_p", "top_k", "sampling")
+_SAMPLING_FIELDS = frozenset({"temperature", "top_p"})
+# reasoning_effort -> budget_tokens for manual extended thinking ({type: "enabled"}).
+THINKING_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384, "xhigh": 32768, "max": 64000}
+# reasoning_effort -> output_config.effort for adaptive thinking (low, medium, high, xhigh, max).
+ADAPTIVE_EFFORTS = {"minimal": "low"}
+_MODEL_VERSION_RE = re.compile(r"claude-(?:opus|sonnet|haiku)-(\d+)(?:[-.](\d{1,2}))?(?!\d)")
+
+
+def thinking_mode(model_name: str) -> str:
+    """"adaptive" for Claude 4.6 and later (adaptive thinking with output_config.effort; the
+    budget_tokens form is deprecated there), "enabled" (budget_tokens) for older models."""
+    match = _MODEL_VERSION_RE.search(model_name.lower())
+    if match is None:
+        return "enabled"
+    version = (int(match.group(1)), int(match.group(2) or 0))
+    return "adaptive" if version >= (4, 6) else "enabled"
+
+
+def thinking_fields(effort: str | int, max_tokens: int, mode: str) -> tuple[dict[str, Any], str | None]:
+    """(the ``thinking`` object, the output_config.effort or None) for a reasoning_effort.
+    Raises InvalidInputError when a thinking budget cannot fit below max_tokens."""
+    if effort == "none":
+        return {"type": "disabled"}, None
+    if mode == "adaptive" and isinstance(effort, str):
+        return {"type": "adaptive"}, ADAPTIVE_EFFORTS.get(effort, effort)
+    if isinstance(effort, int):
+        budget = effort
+    elif effort in THINKING_BUDGETS:
+        budget = THINKING_BUDGETS[effort]
+    else:
+        raise InvalidInputError(
+            f"reasoning_effort={effort!r} is not a level this model's extended thinking takes",
+            suggestion=f"Use one of {', '.join(THINKING_BUDGETS)}, \"none\", or a budget in tokens (>= 1024).",
+            field="reasoning_effort",
+        )
+    # Thinking tokens count against max_tokens, and budget_tokens must be >= 1024 and < max_tokens.
+    budget = min(budget, max_tokens - 1)
+    if budget < 1024:
+        raise InvalidInputError(
+            f"max_tokens={max_tokens} leaves no room for extended thinking (budget_tokens must be >= 1024 and "
+            "below max_tokens, and thinking tokens count against max_tokens)",
+            suggestion="Pass max_tokens=4096 or more with reasoning_effort, or reasoning_effort=\"none\".",
+            field="max_tokens",
+        )
+    return {"type": "enabled", "budget_tokens": budget}, None
 _RETRYABLE_STREAM_ERRORS = frozenset({"overloaded_error", "api_error", "rate_limit_error", "timeout_error"})
 
 
@@ -101,6 +151,7 @@ def _base_url(endpoint: str) -> str:
 
 class AnthropicCodec(Codec):
     provider = "anthropic"
+    extra_keywords = ANTHROPIC_KEYWORDS
     env_api_key = "ANTHROPIC_API_KEY"
     env_endpoint = "ANTHROPIC_BASE_URL"
 
@@ -136,15 +187,19 @@ class AnthropicCodec(Codec):
         self.model_name = model_name
         self._api_key = api_key or None
         self.strict_schema = strict_schema
-        # None: send temperature/top_p until the API rejects them; True: always; False: never.
+        # None: send temperature/top_p until the API rejects them (learned in the client's
+        # ServerState.rejected_fields); True: always; False: never.
         self.sampling_params = sampling_params
         self._send_sampling = sampling_params is not False
+        # How this model takes reasoning_effort ("adaptive" or "enabled"), from the model name;
+        # a 400 naming the other form is learned in ServerState.thinking_mode.
+        self.thinking_mode = thinking_mode(model_name)
         credentials = {"x-api-key": self._api_key} if self._api_key else {}
         self._headers = json_headers({"anthropic-version": anthropic_version, **credentials}, headers)
 
     # -- requests -------------------------------------------------------------------------
 
-    def build_body(self, call: Call) -> dict[str, Any]:
+    def build_body(self, call: Call, state: ServerState = FRESH) -> dict[str, Any]:
         if call.kind == "chat":
             system, messages = convert_messages(call.messages or [])
         else:
@@ -152,17 +207,30 @@ class AnthropicCodec(Codec):
         body: dict[str, Any] = {"model": self.model_name, "max_tokens": call.max_tokens, "messages": messages}
         if system:
             body["system"] = system
-        if self._send_sampling:
+        if self._send_sampling and "temperature" not in state.rejected_fields:
             body["temperature"] = call.temperature
             if call.top_p != 1.0:
                 body["top_p"] = call.top_p
         if call.stream:
             body["stream"] = True
+        if call.tools is not None or call.tool_choice is not None:
+            body.update(tool_fields(call))
         if call.schema is not None:
             schema = call.schema.json_schema
             if self.strict_schema:
                 schema = closed_objects(schema)
             body["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
+        if call.reasoning_effort is not None:
+            thinking, effort = thinking_fields(call.reasoning_effort, call.max_tokens,
+                                               state.thinking_mode or self.thinking_mode)
+            body["thinking"] = thinking
+            if effort is not None:
+                body["output_config"] = {**body.get("output_config", {}), "effort": effort}
+            if thinking["type"] != "disabled":
+                # Thinking is not compatible with temperature or top_k changes (top_p only 0.95..1).
+                body.pop("temperature", None)
+                if body.get("top_p", 1.0) < 0.95:
+                    body.pop("top_p")
         if call.extra:
             extra = dict(call.extra)
             stop = extra.pop("stop", None)
@@ -171,25 +239,36 @@ class AnthropicCodec(Codec):
             body.update(extra)
         return body
 
-    def build_request(self, call: Call) -> Request:
+    def build_request(self, call: Call, state: ServerState = FRESH) -> Request:
         headers = self._headers
         if call.stream:
             headers = {**headers, "Accept": "text/event-stream"}
-        return Request("POST", self._url, headers, dumps(self.build_body(call)), call.stream)
+        return Request("POST", self._url, headers, dumps(self.build_body(call, state)), call.stream,
+                       state.rejected_fields)
 
     def models_request(self) -> Request | None:
         # GET /v1/models pages with limit (at most 1000) and after_id; one page of 1000 is plenty.
         url = self.base_url + ("/models" if self.base_url.endswith("/v1") else "/v1/models") + "?limit=1000"
         return Request("GET", url, {k: v for k, v in self._headers.items() if k != "Content-Type"})
 
-    def fallback(self, call: Call, error: GenAIError) -> bool:
-        if self.sampling_params is not None or not self._send_sampling or error.status_code != 400:
-            return False
+    def fallback(self, call: Call, request: Request, error: GenAIError, state: ServerState) -> Changes | None:
+        effort = call.reasoning_effort
+        if effort is not None and effort != "none" and error.status_code == 400:
+            message = (error.message or "").lower()
+            body = request.body or b""
+            mode = state.thinking_mode
+            if b'"adaptive"' in body and "adaptive" in message:
+                return {"thinking_mode": (mode, "enabled")}
+            if b'"budget_tokens"' in body and isinstance(effort, str) and \
+                    ("budget_tokens" in message or "adaptive" in message):
+                return {"thinking_mode": (mode, "adaptive")}
+        used = request.facts if request.facts is not None else frozenset()
+        if self.sampling_params is not None or "temperature" in used or error.status_code != 400:
+            return None
         message = (error.message or "").lower()
         if not any(word in message for word in _SAMPLING_WORDS):
-            return False
-        self._send_sampling = False
-        return True
+            return None
+        return {"rejected_fields": (used, used | _SAMPLING_FIELDS)}
 
     # -- responses ------------------------------------------------------------------------
 
@@ -202,20 +281,29 @@ class AnthropicCodec(Codec):
                 status_code=response.status, url=response.url, method=response.method, provider=self.provider,
             )
         texts: list[str] = []
-        tool_calls: list[dict[str, Any]] = []
+        tool_calls: list[ToolCall] = []
+        thinking: list[str] = []
+        details: list[dict[str, Any]] = []
         for block in data["content"]:
             if not isinstance(block, dict):
                 continue
-            if block.get("type") == "text":
+            kind = block.get("type")
+            if kind == "text":
                 texts.append(str(block.get("text") or ""))
-            elif block.get("type") == "tool_use":
-                tool_calls.append({
-                    "id": block.get("id"), "type": "function",
-                    "function": {"name": block.get("name"), "arguments": json.dumps(block.get("input") or {})},
-                })
+            elif kind == "thinking":
+                thinking.append(str(block.get("thinking") or ""))
+                details.append({"type": "anthropic.thinking", "thinking": str(block.get("thinking") or ""),
+                                "signature": str(block.get("signature") or "")})
+            elif kind == "redacted_thinking":
+                details.append({"type": "anthropic.redacted_thinking", "data": str(block.get("data") or "")})
+            elif kind == "tool_use":
+                tool_calls.append(ToolCall(str(block.get("id") or ""), str(block.get("name") or ""),
+                                           json.dumps(block.get("input") or {}, ensure_ascii=False),
+                                           len(tool_calls)))
         stop = data.get("stop_reason")
         return Completion(["".join(texts)], [map_stop_reason(stop)], usage_from_json(data.get("usage")),
-                          data.get("model"), data, data.get("id"), [tool_calls or None])
+                          data.get("model"), data, data.get("id"), [tool_calls] if tool_calls else None,
+                          ["".join(thinking)] if thinking else None, [details] if details else None)
 
     def parse_error(self, response: RawResponse) -> GenAIError:
         message, error_type, code = error_details(response.body)
@@ -244,18 +332,100 @@ def usage_from_json(usage: Any) -> Usage | None:
     """input_tokens excludes cached prompt tokens; prompt_tokens counts them all."""
     if not isinstance(usage, dict):
         return None
-    prompt = sum(int(usage.get(k) or 0) for k in
-                 ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
-    return Usage(prompt, int(usage.get("output_tokens") or 0))
+    read = token_count(usage.get("cache_read_input_tokens"))
+    write = token_count(usage.get("cache_creation_input_tokens"))
+    # output_tokens includes thinking tokens; Anthropic does not report them apart.
+    return Usage(token_count(usage.get("input_tokens")) + read + write, token_count(usage.get("output_tokens")),
+                 None, read, write)
 
 
 def convert_messages(messages: list[dict[str, Any]]) -> tuple[str | None, list[dict[str, Any]]]:
-    """OpenAI chat messages -> (system text, Anthropic messages)."""
+    """OpenAI chat messages -> (system text, Anthropic messages). An assistant message's
+    ``tool_calls`` become ``tool_use`` blocks; consecutive ``role: "tool"`` messages become one
+    user message of ``tool_result`` blocks (Anthropic wants every result of a turn together)."""
     system, turns = split_system(messages, "anthropic")
-    out = [{"role": role, "content": content if isinstance(content, str)
-            else [_block(part, i, j) for j, part in enumerate(content)]}
-           for i, role, content in turns]
+    out: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] | None = None  # the open user message of tool results
+    for i, role, content, message in turns:
+        if role == "tool":
+            block = {"type": "tool_result", "tool_use_id": message["tool_call_id"],
+                     "content": content if isinstance(content, str) else
+                     [_block(part, i, j) for j, part in enumerate(content)] if isinstance(content, list)
+                     else tool_result_text(content)}
+            if results is None:
+                results = []
+                out.append({"role": "user", "content": results})
+            results.append(block)
+            continue
+        results = None
+        calls = message.get("tool_calls") if role == "assistant" else None
+        details = message.get("reasoning_details") if role == "assistant" else None
+        if calls:
+            # Thinking blocks go first, unmodified (required before tool_use when thinking is on).
+            blocks: list[dict[str, Any]] = thinking_blocks(details) if details else []
+            if isinstance(content, str):
+                if content:
+                    blocks.append({"type": "text", "text": content})
+            elif content:
+                blocks.extend(_block(part, i, j) for j, part in enumerate(content))
+            for call in calls:
+                function = call.get("function") or {}
+                blocks.append({"type": "tool_use", "id": call["id"], "name": function.get("name"),
+                               "input": arguments_object(function.get("arguments"))})
+            out.append({"role": "assistant", "content": blocks})
+            continue
+        converted: Any = (content if isinstance(content, str)
+                          else [_block(part, i, j) for j, part in enumerate(content)])
+        if details:
+            converted = thinking_blocks(details) + _as_blocks(converted)
+        out.append({"role": role, "content": converted})
     return ("\n\n".join(system) if system else None), out
+
+
+def thinking_blocks(details: Any) -> list[dict[str, Any]]:
+    """The thinking / redacted_thinking blocks of a to_message() ``reasoning_details`` list,
+    unmodified and in order, as the Messages API requires them back (other providers' items are
+    skipped)."""
+    blocks: list[dict[str, Any]] = []
+    for item in details if isinstance(details, list) else ():
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") == "anthropic.thinking":
+            blocks.append({"type": "thinking", "thinking": item.get("thinking", ""),
+                           "signature": item.get("signature", "")})
+        elif item.get("type") == "anthropic.redacted_thinking":
+            blocks.append({"type": "redacted_thinking", "data": item.get("data", "")})
+    return blocks
+
+
+def _as_blocks(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    return list(content)
+
+
+def tool_fields(call: Call) -> dict[str, Any]:
+    """``tools`` and ``tool_choice`` in the Messages API's shape."""
+    fields: dict[str, Any] = {}
+    if call.tools:
+        fields["tools"] = [{"name": t.name, **({"description": t.description} if t.description else {}),
+                            "input_schema": t.parameters} for t in call.tools]
+    choice = call.tool_choice
+    spec: dict[str, Any] | None = None
+    if choice == "auto":
+        spec = {"type": "auto"}
+    elif choice == "required":
+        spec = {"type": "any"}
+    elif choice == "none":
+        spec = {"type": "none"}
+    elif choice is not None:
+        spec = {"type": "tool", "name": choice}
+    if call.parallel_tool_calls is False and call.tools and choice != "none":
+        spec = spec or {"type": "auto"}
+        spec["disable_parallel_tool_use"] = True
+    if spec is not None and (call.tools or choice == "none"):
+        fields["tool_choice"] = spec
+    return fields
 
 
 def _block(part: dict[str, Any], i: int, j: int) -> dict[str, Any]:
@@ -308,6 +478,7 @@ class AnthropicStreamParser(StreamParser):
         self._done = False
         self._input: dict[str, Any] = {}
         self._output_tokens = 0
+        self._blocks: dict[int, dict[str, Any]] = {}  # index -> thinking block being streamed
 
     def feed(self, chunk: bytes) -> list[str]:
         out: list[str] = []
@@ -334,9 +505,43 @@ class AnthropicStreamParser(StreamParser):
             raise StreamError(f"malformed stream event {name!r}: {data[:200]!r}", provider=self._provider)
         kind = obj.get("type") or name
         if kind == "content_block_delta":
-            delta = obj.get("delta") or {}
-            if delta.get("type") == "text_delta" and delta.get("text"):
-                out.append(delta["text"])
+            delta = obj.get("delta")
+            if not isinstance(delta, dict):
+                delta = {}
+            dtype = delta.get("type")
+            if dtype == "text_delta":
+                if type(delta.get("text")) is str and delta["text"]:
+                    out.append(delta["text"])
+                    if self.want_events:
+                        self.events.append(StreamEvent("text", text=delta["text"]))
+            elif dtype == "input_json_delta":
+                self.tool_buffer().add(obj.get("index"), str(delta.get("partial_json") or ""))
+            elif dtype == "thinking_delta":
+                piece = delta.get("thinking")
+                if type(piece) is str and piece:
+                    self.add_reasoning(piece)
+                    block = self._blocks.get(obj.get("index", -1))
+                    if block is not None:
+                        block["thinking"] += piece
+            elif dtype == "signature_delta":
+                block = self._blocks.get(obj.get("index", -1))
+                if block is not None:
+                    block["signature"] += str(delta.get("signature") or "")
+        elif kind == "content_block_start":
+            start = obj.get("content_block")
+            if not isinstance(start, dict):
+                start = {}
+            if start.get("type") == "tool_use":
+                self.tool_buffer().start(obj.get("index"), start.get("id"), start.get("name"))
+            elif start.get("type") == "thinking":
+                block = {"type": "anthropic.thinking", "thinking": str(start.get("thinking") or ""),
+                         "signature": str(start.get("signature") or "")}
+                if block["thinking"]:
+                    self.add_reasoning(block["thinking"])
+                self._blocks[obj.get("index", -1)] = block
+                self.add_detail(block)
+            elif start.get("type") == "redacted_thinking":
+                self.add_detail({"type": "anthropic.redacted_thinking", "data": str(start.get("data") or "")})
         elif kind == "message_start":
             message = obj.get("message") or {}
             self.id = message.get("id")
@@ -359,7 +564,7 @@ class AnthropicStreamParser(StreamParser):
                 suggestion=("Anthropic's API is overloaded; retry the request later."
                             if error_type == "overloaded_error" else None),
             )
-        # ping, content_block_start, content_block_stop and unknown future events carry no text.
+        # ping, content_block_stop and unknown future events carry no text.
 
     def _usage(self, usage: Any) -> None:
         if not isinstance(usage, dict):
@@ -370,7 +575,7 @@ class AnthropicStreamParser(StreamParser):
             if usage.get(key) is not None:
                 self._input[key] = usage[key]
         if usage.get("output_tokens") is not None:
-            self._output_tokens = int(usage["output_tokens"])
+            self._output_tokens = token_count(usage["output_tokens"])
         self.usage = usage_from_json({**self._input, "output_tokens": self._output_tokens})
 
     def close(self) -> list[str]:

@@ -27,8 +27,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
+from .._keywords import AZURE_KEYWORDS
+from .._state import FRESH, Changes, ServerState
 from ..errors import ConfigurationError, ContentFilterError, GenAIError
-from ..types import Call, Completion, RawResponse, Request
+from ..types import Call, Completion, EmbeddingCall, RawResponse, Request
 from ._base import StreamParser, dumps, error_details, status_error
 from .openai import OpenAICodec, OpenAIStreamParser, normalize_base_url
 
@@ -53,6 +55,7 @@ def _filtered_categories(results: Any) -> list[str]:
 
 class AzureCodec(OpenAICodec):
     provider = "azure"
+    extra_keywords = AZURE_KEYWORDS
     env_api_key = "AZURE_OPENAI_API_KEY"
     env_endpoint = "AZURE_OPENAI_ENDPOINT"
 
@@ -114,12 +117,18 @@ class AzureCodec(OpenAICodec):
         self._api_key = api_key or None
         self._token = azure_ad_token
         self._issued: deque[str] = deque(maxlen=4)
+        # A token callable may block (it often asks Entra ID over the network): the call flow
+        # calls refresh_credentials() first, off the event loop for async calls, and
+        # build_request takes the token it fetched.
+        self.blocking_credentials = callable(azure_ad_token)
+        self._fetched: deque[str] = deque()
         if self._api_key and not azure_ad_token:
             self._headers["api-key"] = self._api_key
         elif isinstance(azure_ad_token, str):
             self._headers["Authorization"] = f"Bearer {azure_ad_token}"
         query = "" if self.v1 else f"?api-version={quote(api_version, safe='')}"
-        self._urls = {"chat": f"{base}/chat/completions{query}", "completion": f"{base}/completions{query}"}
+        self._urls = {"chat": f"{base}/chat/completions{query}", "completion": f"{base}/completions{query}",
+                      "embedding": f"{base}/embeddings{query}"}
 
     def secrets(self) -> tuple[str, ...]:
         # Tokens from a token callable change: the last few issued are scrubbed too.
@@ -131,16 +140,36 @@ class AzureCodec(OpenAICodec):
 
     # -- requests ---------------------------------------------------------------------------
 
-    def build_request(self, call: Call) -> Request:
+    def refresh_credentials(self) -> None:
+        if callable(self._token):
+            self._fetched.append(self._new_token())
+
+    def _new_token(self) -> str:
+        assert callable(self._token)
+        token = self._token()
+        if token not in self._issued:
+            self._issued.append(token)
+        return token
+
+    def _request_headers(self) -> dict[str, str]:
         headers = self._headers
         if callable(self._token):
-            token = self._token()
-            if token not in self._issued:
-                self._issued.append(token)
+            try:
+                token = self._fetched.popleft()
+            except IndexError:  # build_request called outside the call flow
+                token = self._new_token()
             headers = {**headers, "Authorization": f"Bearer {token}"}
-        return Request("POST", self._urls[call.kind], headers, dumps(self.build_body(call)), call.stream)
+        return headers
 
-    def probe_request(self, call: Call) -> Request | None:
+    def build_request(self, call: Call, state: ServerState = FRESH) -> Request:
+        return Request("POST", self._urls[call.kind], self._request_headers(), dumps(self.build_body(call, state)),
+                       call.stream)
+
+    def build_embedding_request(self, call: EmbeddingCall, state: ServerState = FRESH) -> Request:
+        return Request("POST", self._urls["embedding"], self._request_headers(),
+                       dumps(self.build_embedding_body(call, state)))
+
+    def probe_request(self, call: Call, state: ServerState) -> Request | None:
         return None  # the dialect is known: json_schema
 
     def models_request(self) -> Request | None:
@@ -158,13 +187,14 @@ class AzureCodec(OpenAICodec):
             headers["Authorization"] = f"Bearer {token}"
         return Request("GET", url, headers)
 
-    def fallback(self, call: Call, error: GenAIError) -> bool:
+    def fallback(self, call: Call, request: Request, error: GenAIError, state: ServerState) -> Changes | None:
         # Only stream_options may be missing (old api-versions); never change the schema dialect.
-        if call.stream and self.stream_usage and error.status_code == 400 \
-                and "stream_options" in (error.message or "").lower():
-            self.stream_usage = False
-            return True
-        return False
+        if call.stream and error.status_code == 400 and "stream_options" in (error.message or "").lower() \
+                and b'"stream_options"' in (request.body or b""):
+            return {"stream_usage": (True, False)}
+        # Reasoning deployments (o-series, gpt-5) under any deployment name: max_completion_tokens,
+        # no temperature / top_p, learned from the 400 once per client.
+        return self.adapt_reasoning_params(call, request, error, state)
 
     # -- responses --------------------------------------------------------------------------
 

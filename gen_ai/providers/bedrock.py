@@ -33,10 +33,13 @@ import json
 import logging
 import os
 import re
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from .._keywords import BEDROCK_KEYWORDS
+from .._state import FRESH, Changes, ServerState
 from ..errors import (
     AuthenticationError,
     BadRequestError,
@@ -50,8 +53,19 @@ from ..errors import (
     StreamError,
     StreamTruncatedError,
 )
-from ..types import Call, Completion, RawResponse, Request, Usage
-from ._base import Codec, StreamParser, decode_json, describe_body, dumps, split_system, status_error
+from ..tools import arguments_object, tool_result_text
+from ..types import Call, Completion, EmbeddingCall, EmbeddingPart, RawResponse, Request, StreamEvent, ToolCall, Usage
+from ._base import (
+    Codec,
+    StreamParser,
+    decode_json,
+    describe_body,
+    dumps,
+    float_vector,
+    split_system,
+    status_error,
+    token_count,
+)
 
 logger = logging.getLogger("gen_ai")
 
@@ -105,6 +119,7 @@ def _require_botocore() -> Any:
 
 class BedrockCodec(Codec):
     provider = "bedrock"
+    extra_keywords = BEDROCK_KEYWORDS
 
     def __init__(
         self,
@@ -136,7 +151,8 @@ class BedrockCodec(Codec):
             )
         self.model_name = model_name
         self.structured_output = structured_output
-        # "auto" starts with outputConfig and may learn "tool"; the user's choice is kept above.
+        # "auto" starts with outputConfig and may learn "tool" (kept in the client's
+        # ServerState.chat_dialect); the user's choice is kept above.
         self.schema_mode = "tool" if structured_output == "tool" else "output_config"
         self._credentials: Any = None
         self._bearer: str | None = None
@@ -206,6 +222,11 @@ class BedrockCodec(Codec):
         # be the path on the wire. '/' in ARNs must be escaped, and "%2F" survives both transports.
         model_path = f"{self.base_url}/model/{quote(model_name, safe=':')}"
         self._urls = {False: f"{model_path}/converse", True: f"{model_path}/converse-stream"}
+        # Embeddings go through InvokeModel, whose body is the model family's own format:
+        # Cohere Embed takes up to 96 texts per request, Titan Embeddings one.
+        self._invoke_url = f"{model_path}/invoke"
+        self.embedding_family = "cohere" if "cohere" in model_name.lower() else "titan"
+        self.embedding_batch_size = self.embedding_max_batch = 96 if self.embedding_family == "cohere" else 1
         self._headers = {"Content-Type": "application/json"}
         if headers:
             self._headers.update(headers)
@@ -215,6 +236,16 @@ class BedrockCodec(Codec):
         else:
             frozen = self._credentials.get_frozen_credentials()
             self._static_secrets = tuple(v for v in (frozen.access_key, frozen.secret_key, frozen.token) if v)
+
+        # Refreshing credentials (roles, SSO, instance metadata) may ask AWS over the network when
+        # they near expiry: the call flow refreshes them first, off the event loop for async calls.
+        # refresh_credentials() hands the frozen credentials to the next signing through _fetched.
+        self.blocking_credentials = self._credentials is not None and hasattr(self._credentials, "refresh_needed")
+        self._fetched: deque[Any] = deque()
+
+    def refresh_credentials(self) -> None:
+        if self._credentials is not None:
+            self._fetched.append(self._credentials.get_frozen_credentials())
 
     @property
     def auth_mode(self) -> str:
@@ -229,7 +260,7 @@ class BedrockCodec(Codec):
 
     # -- requests ---------------------------------------------------------------------------
 
-    def build_body(self, call: Call) -> dict[str, Any]:
+    def build_body(self, call: Call, state: ServerState = FRESH) -> dict[str, Any]:
         """The Converse body (REST JSON: blobs are base64 strings; ``modelId`` is in the URL)."""
         if call.kind == "chat":
             system, messages = _convert_messages(call.messages or [])
@@ -249,25 +280,67 @@ class BedrockCodec(Codec):
         if call.top_p != 1.0:
             inference["topP"] = call.top_p
         body["inferenceConfig"] = inference
+        if call.reasoning_effort is not None:
+            self._add_reasoning(body, inference, call)
+        if call.tools:
+            body["toolConfig"] = _tool_config(call)
         if call.schema is not None:
-            self._add_schema(body, call.schema)
+            self._add_schema(body, call.schema, self._schema_mode(state))
         if call.extra:
             extra = dict(call.extra)
             stop = extra.pop("stop", None)
             if stop:
                 inference["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+            if "additionalModelRequestFields" in body:  # already merged with the reasoning fields
+                extra.pop("additionalModelRequestFields", None)
             body.update(extra)
         return body
 
-    def _add_schema(self, body: dict[str, Any], schema: Any) -> None:
-        if self.schema_mode == "tool":
+    def _add_reasoning(self, body: dict[str, Any], inference: dict[str, Any], call: Call) -> None:
+        """reasoning_effort in the model family's own additionalModelRequestFields."""
+        effort = call.reasoning_effort
+        assert effort is not None
+        model = self.model_name.lower()
+        fields: dict[str, Any]
+        if "anthropic." in model or "claude" in model:
+            from .anthropic import thinking_fields, thinking_mode
+
+            thinking, level = thinking_fields(effort, call.max_tokens, thinking_mode(model))
+            fields = {"thinking": thinking}
+            if level is not None:
+                fields["output_config"] = {"effort": level}
+            if thinking["type"] != "disabled":
+                inference.pop("temperature", None)  # Claude's thinking takes no temperature change
+                if inference.get("topP", 1.0) < 0.95:
+                    inference.pop("topP")
+        elif "amazon.nova" in model and isinstance(effort, str):
+            fields = {"reasoningConfig": {"type": "disabled"} if effort == "none" else
+                      {"type": "enabled", "maxReasoningEffort": {"minimal": "low", "xhigh": "high",
+                                                                "max": "high"}.get(effort, effort)}}
+        elif ("openai." in model or "gpt-oss" in model) and isinstance(effort, str):
+            fields = {"reasoning_effort": effort}
+        else:
+            raise InvalidInputError(
+                f"reasoning_effort={effort!r}: gen_ai does not know how Bedrock model {self.model_name!r} "
+                "takes a reasoning effort",
+                suggestion="Pass the model's own field instead, e.g. additionalModelRequestFields={...}.",
+                field="reasoning_effort",
+            )
+        user = call.extra.get("additionalModelRequestFields") if call.extra else None
+        body["additionalModelRequestFields"] = {**fields, **user} if isinstance(user, dict) else fields
+
+    def _schema_mode(self, state: ServerState) -> str:
+        return state.chat_dialect or self.schema_mode if self.structured_output == "auto" else self.schema_mode
+
+    def _add_schema(self, body: dict[str, Any], schema: Any, mode: str) -> None:
+        if mode == "tool":
             name = _tool_name(schema.name)
-            body["toolConfig"] = {
-                "tools": [{"toolSpec": {"name": name,
-                                        "description": "Answer by calling this tool with the requested JSON.",
-                                        "inputSchema": {"json": schema.json_schema}}}],
-                "toolChoice": {"tool": {"name": name}},
-            }
+            spec = {"toolSpec": {"name": name, "description": "Answer by calling this tool with the requested JSON.",
+                                 "inputSchema": {"json": schema.json_schema}}}
+            config = body.get("toolConfig") or {"tools": []}
+            config["tools"] = [*config["tools"], spec]
+            config["toolChoice"] = {"tool": {"name": name}}
+            body["toolConfig"] = config
         else:
             # JsonSchemaDefinition.schema is a *string* in the service model, not an object.
             body["outputConfig"] = {"textFormat": {
@@ -276,14 +349,67 @@ class BedrockCodec(Codec):
                                              "name": _tool_name(schema.name)}},
             }}
 
-    def build_request(self, call: Call) -> Request:
+    def build_request(self, call: Call, state: ServerState = FRESH) -> Request:
         url = self._urls[call.stream]
-        body = dumps(self.build_body(call))
+        body = dumps(self.build_body(call, state))
         headers = dict(self._headers)
         headers["Accept"] = "application/vnd.amazon.eventstream" if call.stream else "application/json"
         if self._credentials is not None:
             headers = self._sign(url, headers, body)
-        return Request("POST", url, headers, body, call.stream)
+        return Request("POST", url, headers, body, call.stream,
+                       self._schema_mode(state) if call.schema is not None else None)
+
+    # -- embeddings (InvokeModel) ------------------------------------------------------------
+
+    def build_embedding_body(self, call: EmbeddingCall) -> dict[str, Any]:
+        body: dict[str, Any]
+        if self.embedding_family == "cohere":
+            # input_type is required by Cohere Embed v3+; documents unless the caller says otherwise.
+            body = {"texts": call.inputs, "input_type": "search_document"}
+            if call.dimensions is not None:
+                body["output_dimension"] = call.dimensions  # Embed v4
+        else:
+            body = {"inputText": call.inputs[0]}
+            if call.dimensions is not None:
+                body["dimensions"] = call.dimensions  # Titan Text Embeddings V2: 256, 512 or 1024
+        if call.extra:
+            body.update(call.extra)
+        return body
+
+    def build_embedding_request(self, call: EmbeddingCall, state: ServerState = FRESH) -> Request:
+        url = self._invoke_url
+        body = dumps(self.build_embedding_body(call))
+        headers = dict(self._headers)
+        headers["Accept"] = "application/json"
+        if self._credentials is not None:
+            headers = self._sign(url, headers, body)
+        return Request("POST", url, headers, body)
+
+    def parse_embedding_response(self, call: EmbeddingCall, response: RawResponse) -> EmbeddingPart:
+        data = decode_json(response, self.provider)
+        if not isinstance(data, dict):
+            data = {}
+        tokens: int | None = None
+        if self.embedding_family == "cohere":
+            items = data.get("embeddings")
+            if isinstance(items, dict):  # embedding_types given: {"float": [[...]], ...}
+                items = items.get("float")
+            meta = data.get("meta")
+            billed = meta.get("billed_units") if isinstance(meta, dict) else None
+            if isinstance(billed, dict) and isinstance(billed.get("input_tokens"), int):
+                tokens = billed["input_tokens"]
+        else:
+            one = data.get("embedding")
+            items = [one] if one is not None else None
+            if isinstance(data.get("inputTextTokenCount"), int):
+                tokens = data["inputTextTokenCount"]
+        if not isinstance(items, list) or len(items) != len(call.inputs):
+            got = f"{len(items)} embeddings" if isinstance(items, list) else "no embeddings"
+            raise ResponseError(f"the {self.model_name} response has {got} for {len(call.inputs)} inputs",
+                                status_code=response.status, url=response.url, method=response.method,
+                                provider=self.provider)
+        vectors = [float_vector(item, call.as_numpy, self.provider) for item in items]
+        return EmbeddingPart(vectors, None if tokens is None else Usage(tokens, 0, tokens), self.model_name)
 
     def models_request(self) -> Request | None:
         # ListFoundationModels lives on the control plane (bedrock.REGION, not bedrock-runtime).
@@ -307,7 +433,10 @@ class BedrockCodec(Codec):
 
         # Frozen per request, as botocore's own clients do, so refreshing credentials
         # (roles, SSO) are renewed before they expire.
-        credentials = self._credentials.get_frozen_credentials()
+        try:
+            credentials = self._fetched.popleft()
+        except IndexError:  # build_request called outside the call flow
+            credentials = self._credentials.get_frozen_credentials()
         signer = SigV4Auth(credentials, "bedrock", self.region)
         request = AWSRequest(method=method, url=url, data=body, headers=headers)
         timestamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -322,17 +451,16 @@ class BedrockCodec(Codec):
         )
         return dict(request.headers.items())
 
-    def fallback(self, call: Call, error: GenAIError) -> bool:
-        if (call.schema is None or self.structured_output != "auto" or self.schema_mode == "tool"
+    def fallback(self, call: Call, request: Request, error: GenAIError, state: ServerState) -> Changes | None:
+        if (call.schema is None or self.structured_output != "auto" or request.facts != "output_config"
                 or error.status_code != 400):
-            return False
+            return None
         message = (error.message or "").lower()
         if not any(word in message for word in _SCHEMA_WORDS):
-            return False
+            return None
         logger.info("gen_ai: Bedrock model %r does not take outputConfig.textFormat; using a forced tool call",
                     self.model_name)
-        self.schema_mode = "tool"
-        return True
+        return {"chat_dialect": (None, "tool")}  # learned once: None -> "tool"
 
     # -- responses --------------------------------------------------------------------------
 
@@ -347,6 +475,8 @@ class BedrockCodec(Codec):
             )
         texts: list[str] = []
         tool_uses: list[Any] = []
+        thinking: list[str] = []
+        details: list[dict[str, Any]] = []
         for block in message.get("content") or ():
             if not isinstance(block, dict):
                 continue
@@ -354,21 +484,37 @@ class BedrockCodec(Codec):
                 texts.append(block["text"])
             elif isinstance(block.get("toolUse"), dict):
                 tool_uses.append(block["toolUse"])
+            elif isinstance(block.get("reasoningContent"), dict):
+                reasoning = block["reasoningContent"]
+                item = reasoning.get("reasoningText")
+                if isinstance(item, dict):
+                    thinking.append(str(item.get("text") or ""))
+                    details.append({"type": "bedrock.reasoning", "text": item.get("text") or "",
+                                    "signature": item.get("signature")})
+                elif reasoning.get("redactedContent"):
+                    details.append({"type": "bedrock.redacted", "data": reasoning["redactedContent"]})
         stop = data.get("stopReason")
-        structured_tool = call.schema is not None and self.schema_mode == "tool"
-        if structured_tool and tool_uses:
-            text = json.dumps(tool_uses[0].get("input"), ensure_ascii=False)
+        tool_calls: list[ToolCall] | None
+        tool = _answer_tool(call)
+        answer = next((use for use in tool_uses if tool in ("", use.get("name"))), None) if tool is not None else None
+        structured_tool = answer is not None
+        if answer is not None:
+            text = json.dumps(answer.get("input"), ensure_ascii=False)
             tool_calls = None
         else:
             text = "".join(texts)
-            tool_calls = tool_uses or None
+            tool_calls = [ToolCall(str(u.get("toolUseId") or ""), str(u.get("name") or ""),
+                                   json.dumps(u.get("input") if u.get("input") is not None else {},
+                                              ensure_ascii=False), j)
+                          for j, u in enumerate(tool_uses)] or None
         reason = _finish_reason(stop, structured_tool)
         if reason == "content_filter":
             logger.warning("gen_ai: Bedrock stopped the answer of %r: stopReason=%s", self.model_name, stop)
         headers = response.headers
         request_id = headers.get("x-amzn-requestid") if headers else None
         return Completion([text], [reason], _usage(data.get("usage")), self.model_name, data,
-                          request_id, [tool_calls])
+                          request_id, [tool_calls] if tool_calls else None, ["".join(thinking)] if thinking else None,
+                          [details] if details else None)
 
     def parse_error(self, response: RawResponse) -> GenAIError:
         code, message = _error_code_and_message(response)
@@ -385,23 +531,26 @@ class BedrockCodec(Codec):
         return error
 
     def stream_parser(self, call: Call, headers: Mapping[str, str]) -> StreamParser:
-        return BedrockStreamParser(self.provider, self.model_name,
-                                   call.schema is not None and self.schema_mode == "tool")
+        return BedrockStreamParser(self.provider, self.model_name, _answer_tool(call))
 
 
 class BedrockStreamParser(StreamParser):
     """Decodes ConverseStream's binary event stream (botocore's EventStreamBuffer checks the CRCs)."""
 
-    def __init__(self, provider: str, model: str, structured_tool: bool = False) -> None:
+    def __init__(self, provider: str, model: str, structured_tool: str | None = None) -> None:
         super().__init__()
         from botocore.eventstream import EventStreamBuffer  # type: ignore[import-untyped]
 
         self._buffer = EventStreamBuffer()
         self._provider = provider
-        self._structured_tool = structured_tool
+        # The forced tool's name when the call has a schema: its input deltas are the answer
+        # (decided from the stream itself, whichever mode the request was sent in).
+        self._tool = structured_tool
+        self._structured_tool = False
         self._stopped = False
         self._pending = 0
         self._deferred: StreamError | None = None
+        self._blocks: dict[int, dict[str, Any]] = {}  # contentBlockIndex -> reasoning block
         self.model = model
 
     def feed(self, chunk: bytes) -> list[str]:
@@ -450,18 +599,53 @@ class BedrockStreamParser(StreamParser):
             data = json.loads(payload) if payload else {}
         except ValueError:
             raise StreamError(f"malformed {event} event: {payload[:200]!r}", provider=self._provider) from None
+        if event == "contentBlockStart" and self._tool is not None:
+            start = (data.get("start") or {}).get("toolUse") or {}
+            if self._tool in ("", start.get("name")):
+                self._structured_tool = True
         if event == "contentBlockDelta":
             delta = data.get("delta") or {}
+            reasoning = delta.get("reasoningContent")
+            if isinstance(reasoning, dict):
+                self._reasoning_delta(data.get("contentBlockIndex", -1), reasoning)
+                return
             text = delta.get("text")
-            if text is None and self._structured_tool:
-                text = (delta.get("toolUse") or {}).get("input")
-            if text:
+            if text is None and "toolUse" in delta:
+                fragment = (delta.get("toolUse") or {}).get("input")
+                if self._structured_tool:
+                    text = fragment
+                elif fragment is not None:
+                    self.tool_buffer().add(data.get("contentBlockIndex"), str(fragment))
+            if type(text) is str and text:
                 out.append(text)
+                if self.want_events:
+                    self.events.append(StreamEvent("text", text=text))
+        elif event == "contentBlockStart" and not self._structured_tool:
+            start = (data.get("start") or {}).get("toolUse")
+            if isinstance(start, dict):
+                self.tool_buffer().start(data.get("contentBlockIndex"), start.get("toolUseId"), start.get("name"))
         elif event == "messageStop":
             self._stopped = True
             self.finish_reason = _finish_reason(data.get("stopReason"), self._structured_tool)
         elif event == "metadata":
             self.usage = _usage(data.get("usage"))
+
+    def _reasoning_delta(self, index: int, delta: dict[str, Any]) -> None:
+        """ReasoningContentBlockDelta: text pieces, then the block's signature (or redacted data)."""
+        if delta.get("redactedContent"):
+            self.add_detail({"type": "bedrock.redacted", "data": delta["redactedContent"]})
+            return
+        block = self._blocks.get(index)
+        if block is None:
+            block = self._blocks[index] = {"type": "bedrock.reasoning", "text": "", "signature": None}
+            self.add_detail(block)
+        text = delta.get("text")
+        if type(text) is str and text:
+            self.add_reasoning(text)
+            block["text"] += text
+        signature = delta.get("signature")
+        if type(signature) is str and signature:
+            block["signature"] = (block["signature"] or "") + signature
 
     def close(self) -> list[str]:
         self._raise_deferred()
@@ -479,12 +663,28 @@ class BedrockStreamParser(StreamParser):
 
 def _convert_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """OpenAI chat messages -> (system blocks, Converse messages). Consecutive messages of one
-    role are merged, since Converse wants user and assistant turns to alternate."""
+    role are merged, since Converse wants user and assistant turns to alternate; tool calls
+    become ``toolUse`` blocks and tool results ``toolResult`` blocks of a user turn."""
     texts, turns = split_system(messages, "bedrock")
     system = [{"text": text} for text in texts if text]
     out: list[dict[str, Any]] = []
-    for i, role, content in turns:
-        blocks = _content_blocks(content, i)
+    for i, role, content, message in turns:
+        if role == "tool":
+            role = "user"
+            result: dict[str, Any] = {"toolUseId": message["tool_call_id"],
+                                      "content": _result_blocks(content, i)}
+            if message.get("status") in ("success", "error"):
+                result["status"] = message["status"]
+            blocks = [{"toolResult": result}]
+        else:
+            blocks = _content_blocks(content, i)
+            details = message.get("reasoning_details") if role == "assistant" else None
+            if details:  # reasoning blocks first, text and signature unmodified
+                blocks = _reasoning_blocks(details) + blocks
+            for call in (message.get("tool_calls") or ()) if role == "assistant" else ():
+                function = call.get("function") or {}
+                blocks.append({"toolUse": {"toolUseId": call["id"], "name": function.get("name"),
+                                           "input": arguments_object(function.get("arguments"))}})
         if not blocks:
             continue
         if out and out[-1]["role"] == role:
@@ -492,6 +692,56 @@ def _convert_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, An
         else:
             out.append({"role": role, "content": blocks})
     return system, out
+
+
+def _reasoning_blocks(details: Any) -> list[dict[str, Any]]:
+    """Converse reasoningContent blocks from a to_message() ``reasoning_details`` list (the text
+    and signature unmodified, as Bedrock requires them back); other providers' items skipped."""
+    blocks: list[dict[str, Any]] = []
+    for item in details if isinstance(details, list) else ():
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") == "bedrock.reasoning":
+            text: dict[str, Any] = {"text": item.get("text") or ""}
+            if item.get("signature"):
+                text["signature"] = item["signature"]
+            blocks.append({"reasoningContent": {"reasoningText": text}})
+        elif item.get("type") == "bedrock.redacted":
+            blocks.append({"reasoningContent": {"redactedContent": item.get("data")}})
+    return blocks
+
+
+def _result_blocks(content: Any, index: int) -> list[dict[str, Any]]:
+    """ToolResultContentBlock list: JSON objects as ``json``, text as ``text``, images as is."""
+    if isinstance(content, list):
+        return _content_blocks(content, index) or [{"text": ""}]
+    text = tool_result_text(content)
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if isinstance(value, dict):
+        return [{"json": value}]
+    return [{"text": text}]
+
+
+def _tool_config(call: Call) -> dict[str, Any] | None:
+    """``toolConfig``: tools as ``toolSpec``s and ``toolChoice`` (auto / any / tool). Converse has
+    no "none" choice (the tools stay listed, as history with toolUse blocks requires) and no
+    parallel_tool_calls."""
+    if not call.tools:
+        return None
+    config: dict[str, Any] = {"tools": [
+        {"toolSpec": {"name": t.name, **({"description": t.description} if t.description else {}),
+                      "inputSchema": {"json": t.parameters}}} for t in call.tools]}
+    choice = call.tool_choice
+    if choice == "auto":
+        config["toolChoice"] = {"auto": {}}
+    elif choice == "required":
+        config["toolChoice"] = {"any": {}}
+    elif choice not in (None, "none"):
+        config["toolChoice"] = {"tool": {"name": choice}}
+    return config
 
 
 def _content_blocks(content: Any, index: int) -> list[dict[str, Any]]:
@@ -538,6 +788,15 @@ def _image_block(url: str, where: str) -> dict[str, Any]:
     return {"image": {"format": fmt, "source": {"bytes": data}}}
 
 
+def _answer_tool(call: Call) -> str | None:
+    """For a guided_json call, the tool whose input is the answer when the model calls one (the
+    forced tool of "tool" mode): its name, or "" (any tool) when the call brings no tools of its
+    own. None without a schema. Decided from the answer, whichever mode the request used."""
+    if call.schema is None:
+        return None
+    return _tool_name(call.schema.name) if call.tools or (call.extra and "toolConfig" in call.extra) else ""
+
+
 def _tool_name(name: str | None) -> str:
     cleaned = _TOOL_NAME_RE.sub("_", name or "").strip("_")[:64]
     return cleaned or "json_output"
@@ -554,9 +813,16 @@ def _finish_reason(stop: Any, structured_tool: bool) -> str | None:
 def _usage(usage: Any) -> Usage | None:
     if not isinstance(usage, dict):
         return None
-    prompt = int(usage.get("inputTokens") or 0)
-    completion = int(usage.get("outputTokens") or 0)
-    return Usage(prompt, completion, int(usage.get("totalTokens") or prompt + completion))
+    """Converse's ``inputTokens`` leaves out cache reads and writes (``totalTokens`` counts them),
+    so they are added back; when ``totalTokens`` shows a model counted them inside
+    ``inputTokens`` already, they are not added twice."""
+    prompt = token_count(usage.get("inputTokens"))
+    completion = token_count(usage.get("outputTokens"))
+    read = token_count(usage.get("cacheReadInputTokens"))
+    write = token_count(usage.get("cacheWriteInputTokens"))
+    if (read or write) and usage.get("totalTokens") != prompt + completion:
+        prompt += read + write
+    return Usage(prompt, completion, None, read, write)
 
 
 def _error_code_and_message(response: RawResponse) -> tuple[str | None, str]:
