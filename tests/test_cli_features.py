@@ -821,3 +821,41 @@ def test_embed_arguments_and_stdin_one_array_per_line(home):
     assert nothing.returncode == 2 and "no text" in one_line_error(nothing)
     shorter = run(home, "embed", "x", "--dimensions", "4")
     assert shorter.returncode == 2 and shorter.stderr.strip().splitlines()[-1].startswith("gen-ai: error: dimensions")
+
+
+# ------------------------------------------------------------------------------------------------
+# Client.list_models and the codecs' models_request
+# ------------------------------------------------------------------------------------------------
+
+
+def test_list_models_against_the_real_server(llama_server):
+    from gen_ai import create_client
+
+    with create_client(provider="openai", endpoint=llama_server, model_name="smollm2") as client:
+        models = client.list_models()
+    assert [m["id"] for m in models] == ["smollm2"] and models[0]["owned_by"] == "me"
+    local = create_client(provider="local")
+    assert local.list_models() == []  # nothing to ask: the CLI lists GGUF files instead
+
+
+def test_models_requests_of_azure_and_bedrock():
+    from gen_ai.factory import create_client
+    from gen_ai.providers._base import model_entries
+
+    v1 = create_client(provider="azure", endpoint="https://res.openai.azure.com", api_version="v1",
+                       model_name="dep", api_key=SECRET).codec.models_request()
+    assert (v1.method, v1.url) == ("GET", "https://res.openai.azure.com/openai/v1/models")
+    assert v1.headers["api-key"] == SECRET
+    dated = create_client(provider="azure", endpoint="https://res.openai.azure.com", deployment="dep",
+                          api_version="2024-10-21", api_key=SECRET).codec.models_request()
+    assert dated.url == "https://res.openai.azure.com/openai/models?api-version=2024-10-21"
+    bedrock = create_client(provider="bedrock", model_name="m", region="eu-west-1", api_key="AKIAEXAMPLE",
+                            secret_key="secret-example").codec.models_request()
+    assert bedrock.url == "https://bedrock.eu-west-1.amazonaws.com/foundation-models"
+    assert bedrock.headers["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIAEXAMPLE/")
+    assert "/eu-west-1/bedrock/aws4_request" in bedrock.headers["Authorization"]
+    # the list shapes of each provider
+    assert model_entries({"modelSummaries": [{"modelId": "amazon.nova", "providerName": "Amazon"}]}) == [
+        {"id": "amazon.nova", "providerName": "Amazon"}]
+    assert model_entries({"models": [{"name": "models/gemini-y"}]}) == [{"id": "gemini-y", "name": "models/gemini-y"}]
+    assert model_entries({"data": [{"id": "a"}, {"nope": 1}, "x"]}) == [{"id": "a"}]
