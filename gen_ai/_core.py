@@ -534,6 +534,14 @@ class _EmbeddingCodec:
     def secrets(self) -> Any:
         return self.codec.secrets()
 
+    # request_flow asks every codec for these (credentials refreshed off the event loop).
+    @property
+    def blocking_credentials(self) -> bool:
+        return bool(getattr(self.codec, "blocking_credentials", False))
+
+    def refresh_credentials(self) -> None:
+        self.codec.refresh_credentials()
+
 
 def embedding_chunks(codec: Any, call: EmbeddingCall) -> list[EmbeddingCall]:
     """The call split into requests of ``call.batch_size`` inputs (default: the codec's), never

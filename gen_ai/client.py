@@ -826,6 +826,24 @@ class Client:
     def _timeout_for(self, timeout: Any) -> Any:
         return self._default_timeout if timeout is None else timeout
 
+    # -- models -----------------------------------------------------------------------------
+
+    def list_models(self, timeout: float = 30) -> list[dict[str, Any]]:
+        """The models the endpoint serves (``GET /v1/models`` or the provider's equivalent), each a
+        dict with an ``id`` plus what the provider tells (``owned_by``, ``display_name``, ...).
+        An empty list for providers that cannot list (the in-process model)."""
+        if not _is_number(timeout) or timeout <= 0:
+            raise _bad("timeout", f"must be a number of seconds > 0, got {timeout!r}", "Pass e.g. timeout=30.")
+        models_request = getattr(self._codec, "models_request", None)  # replicas: none
+        request = models_request() if models_request is not None else None
+        if request is None:
+            return []
+        try:
+            return list(_core.run_sync(_models_flow(self._codec, request, timeout), self._transport,
+                                       self._codec.secrets))
+        except GenAIError as exc:
+            raise exc.redact(self._secrets) from None
+
     # -- lifecycle --------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -850,6 +868,16 @@ class Client:
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.aclose()
+
+
+def _models_flow(codec: Any, request: Any, timeout: float) -> _core.Flow:
+    response = yield _core.Send(request, timeout)
+    if response.status >= 300:
+        error = codec.parse_error(response)
+        if error.provider is None:
+            error.provider = codec.provider
+        raise error.redact(codec.secrets())
+    return codec.parse_models(response)
 
 
 _S = TypeVar("_S", bound="_StreamBase")

@@ -17,6 +17,8 @@ flow in ``gen_ai/_core.py`` drives it:
                                     the flow applies them to the state and sends again)
     refresh_credentials()          -> None             (may block; run off the event loop when
                                                         ``blocking_credentials`` is true)
+    models_request()               -> Request | None   (optional: list what the endpoint serves)
+    parse_models(raw)              -> [{"id": ..., ...}]
 
 ``extra_keywords`` lists, per call kind, the extra keyword arguments the client lets through
 (see gen_ai/_keywords.py); None lets everything through.
@@ -332,6 +334,14 @@ class Codec:
     def fallback(self, call: Call, request: Request, error: GenAIError, state: ServerState) -> Changes | None:
         return None
 
+    def models_request(self) -> Request | None:
+        """A GET listing the models the endpoint serves (``gen-ai models``); None: it cannot."""
+        return None
+
+    def parse_models(self, response: RawResponse) -> list[dict[str, Any]]:
+        """The models in a 2xx answer to ``models_request()``, each a dict with an ``id``."""
+        return model_entries(decode_json(response, self.provider))
+
     def build_request(self, call: Call, state: ServerState = FRESH) -> Request:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -411,6 +421,26 @@ def _system_text(parts: Any, i: int) -> str:
                                     field=f"messages[{i}].content[{j}]")
         texts.append(str(part.get("text", "")))
     return "\n".join(texts)
+
+
+def model_entries(data: Any) -> list[dict[str, Any]]:
+    """Model lists in the shapes the providers use, as dicts with ``id`` first: OpenAI and
+    Anthropic ``{"data": [{"id"}]}``, Gemini ``{"models": [{"name": "models/x"}]}``, Bedrock
+    ``{"modelSummaries": [{"modelId"}]}``, and a bare list."""
+    items: Any = data
+    if isinstance(data, dict):
+        items = next((data[k] for k in ("data", "models", "modelSummaries") if isinstance(data.get(k), list)), [])
+    out: list[dict[str, Any]] = []
+    for item in items if isinstance(items, list) else ():
+        if not isinstance(item, dict):
+            continue
+        name = item.get("id") or item.get("modelId") or item.get("name")
+        if not isinstance(name, str) or not name:
+            continue
+        if name.startswith("models/") and "id" not in item:
+            name = name[len("models/"):]
+        out.append({"id": name, **{k: v for k, v in item.items() if k not in ("id", "modelId")}})
+    return out
 
 
 def dumps(value: Any) -> bytes:

@@ -172,6 +172,21 @@ class AzureCodec(OpenAICodec):
     def probe_request(self, call: Call, state: ServerState) -> Request | None:
         return None  # the dialect is known: json_schema
 
+    def models_request(self) -> Request | None:
+        # v1 route: GET .../openai/v1/models; dated versions: GET .../openai/models?api-version=.
+        if self.v1:
+            url = f"{self.base_url}/models"
+        else:
+            root = self.base_url.rsplit("/openai/deployments/", 1)[0]
+            url = f"{root}/openai/models?api-version={quote(self.api_version, safe='')}"
+        headers = {k: v for k, v in self._headers.items() if k != "Content-Type"}
+        if callable(self._token):
+            token = self._token()
+            if token not in self._issued:
+                self._issued.append(token)
+            headers["Authorization"] = f"Bearer {token}"
+        return Request("GET", url, headers)
+
     def fallback(self, call: Call, request: Request, error: GenAIError, state: ServerState) -> Changes | None:
         # Only stream_options may be missing (old api-versions); never change the schema dialect.
         if call.stream and error.status_code == 400 and "stream_options" in (error.message or "").lower() \

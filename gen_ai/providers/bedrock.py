@@ -418,7 +418,19 @@ class BedrockCodec(Codec):
         vectors = [float_vector(item, call.as_numpy, self.provider) for item in items]
         return EmbeddingPart(vectors, None if tokens is None else Usage(tokens, 0, tokens), self.model_name)
 
-    def _sign(self, url: str, headers: dict[str, str], body: bytes) -> dict[str, str]:
+    def models_request(self) -> Request | None:
+        # ListFoundationModels lives on the control plane (bedrock.REGION, not bedrock-runtime).
+        base = self.base_url
+        if base == f"https://bedrock-runtime.{self.region}.amazonaws.com":
+            base = f"https://bedrock.{self.region}.amazonaws.com"
+        url = f"{base}/foundation-models"
+        headers = {k: v for k, v in self._headers.items() if k != "Content-Type"}
+        headers["Accept"] = "application/json"
+        if self._credentials is not None:
+            headers = self._sign(url, headers, b"", "GET")
+        return Request("GET", url, headers)
+
+    def _sign(self, url: str, headers: dict[str, str], body: bytes, method: str = "POST") -> dict[str, str]:
         """SigV4 with botocore's canonical request and signature. Not ``SigV4Auth.add_auth``: it
         logs the canonical request (holding the session token) and the signature at DEBUG."""
         import datetime
@@ -433,7 +445,7 @@ class BedrockCodec(Codec):
         except IndexError:  # build_request called outside the call flow
             credentials = self._credentials.get_frozen_credentials()
         signer = SigV4Auth(credentials, "bedrock", self.region)
-        request = AWSRequest(method="POST", url=url, data=body, headers=headers)
+        request = AWSRequest(method=method, url=url, data=body, headers=headers)
         timestamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         request.context["timestamp"] = timestamp
         request.headers["X-Amz-Date"] = timestamp

@@ -224,6 +224,11 @@ class GeminiCodec(Codec):
         body["generationConfig"] = config
         return body
 
+    def models_request(self) -> Request | None:
+        # models.list: GET /v1beta/models, pageSize at most 1000.
+        return Request("GET", f"{self.base_url}/models?pageSize=1000",
+                       {k: v for k, v in self._headers.items() if k != "Content-Type"})
+
     def build_request(self, call: Call, state: Any = None) -> Request:
         headers = self._headers
         if call.stream:

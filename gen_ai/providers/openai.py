@@ -456,6 +456,9 @@ class OpenAICodec(Codec):
             return None
         return Request("GET", f"{self.base_url}/models", self._probe_headers, facts="models")
 
+    def models_request(self) -> Request | None:
+        return Request("GET", f"{self.base_url}/models", self._probe_headers)
+
     def learn(self, call: Call, request: Request, response: RawResponse | None,
               found: dict[str, Any]) -> Request | None:
         """Read a probe's answer into ``found``; return a follow-up probe or None."""
