@@ -500,22 +500,11 @@ class _EmbeddingCodec:
     """A codec's embedding functions under the names ``request_flow`` calls, so embeddings get
     the very same retries, backoff, adaptation and scrubbing as every completion."""
 
-    __slots__ = ("codec", "provider", "blocking_credentials")
+    __slots__ = ("codec", "provider")
 
     def __init__(self, codec: Any) -> None:
         self.codec = codec
         self.provider = codec.provider
-        self.blocking_credentials = codec.blocking_credentials
-
-    def refresh_credentials(self) -> None:
-        self.codec.refresh_credentials()
-
-    @property
-    def blocking_credentials(self) -> bool:
-        return bool(self.codec.blocking_credentials)
-
-    def refresh_credentials(self) -> None:
-        self.codec.refresh_credentials()
 
     def build_request(self, call: Any, state: ServerState) -> Request:
         request: Request = self.codec.build_embedding_request(call, state)
