@@ -443,8 +443,12 @@ def model_entries(data: Any) -> list[dict[str, Any]]:
     return out
 
 
+# One encoder for every request: json.dumps with options builds a new JSONEncoder per call.
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def dumps(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return _encode(value).encode("utf-8")
 
 
 def decode_json(response: RawResponse, provider: str) -> Any:
