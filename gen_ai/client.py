@@ -88,7 +88,17 @@ def _check_messages(messages: Any) -> tuple[list[dict[str, Any]], bool]:
     return list(messages), has_images
 
 
+_NUMBER_TYPES = (float, int)
+
+
 def validate_params(max_tokens: Any, temperature: Any, top_p: Any, n: Any, timeout: Any) -> None:
+    # The common call (plain ints and floats in range) in one expression; anything else gets
+    # the checks below, which name what is wrong.
+    if type(max_tokens) is int and max_tokens >= 1 and type(n) is int and n >= 1 \
+            and type(temperature) in _NUMBER_TYPES and temperature >= 0 \
+            and type(top_p) in _NUMBER_TYPES and 0 <= top_p <= 1 \
+            and type(timeout) in _NUMBER_TYPES and timeout > 0:
+        return
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise _bad("max_tokens", f"must be a whole number >= 1, got {max_tokens!r}", "Pass e.g. max_tokens=256.")
     if not _is_number(temperature) or temperature < 0:
