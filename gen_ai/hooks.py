@@ -159,6 +159,9 @@ class HookSet:
         return self._begin(active, info, None)
 
     def _active(self) -> tuple[Hooks, ...]:
+        hooks = self.hooks
+        if len(hooks) == 1:  # the usual set (OpenTelemetry alone): no generator per call
+            return hooks if _safe(hooks[0].enabled, False) else ()
         return tuple(h for h in self.hooks if _safe(h.enabled, False))
 
     def _begin(self, active: tuple[Hooks, ...], info: CallInfo, inner: Any) -> "CallObserver":
