@@ -588,7 +588,7 @@ def completion_from_json(data: Any, kind: str, response: RawResponse, provider: 
             f"the response has no 'choices' list: {message[:300]}",
             status_code=response.status, url=response.url, method=response.method, provider=provider,
         )
-    if not all(isinstance(c, dict) for c in choices):
+    if not (len(choices) == 1 and type(choices[0]) is dict) and not all(isinstance(c, dict) for c in choices):
         raise ResponseError(
             f"the response's 'choices' must be a list of objects: {describe_body(response.body)[:300]}",
             status_code=response.status, url=response.url, method=response.method, provider=provider,
