@@ -24,7 +24,15 @@ class SSEDecoder:
             return []
         blocks = buf.split(b"\n\n")
         self._buf = blocks.pop()
-        return [event for event in map(_parse_block, blocks) if event is not None]
+        events: list[tuple[str | None, bytes]] = []
+        for block in blocks:
+            if block.startswith(b"data: ") and b"\n" not in block:  # the common case, inline: one data line
+                events.append((None, block[6:]))
+            else:
+                event = _parse_block(block)
+                if event is not None:
+                    events.append(event)
+        return events
 
     def close(self) -> list[tuple[str | None, bytes]]:
         """Events left in the buffer when the connection ended without a final blank line."""
