@@ -802,14 +802,15 @@ class OpenAIStreamParser(StreamParser):
                 delta = choice.get("delta")
                 if isinstance(delta, dict):
                     text = delta.get("content")
-                    thinking = delta.get("reasoning_content") or delta.get("reasoning")
-                    if type(thinking) is str and thinking and index == 0:
-                        self.add_reasoning(thinking)
+                    if "reasoning_content" in delta or "reasoning" in delta:  # `in`: no call per chunk
+                        thinking = delta.get("reasoning_content") or delta.get("reasoning")
+                        if type(thinking) is str and thinking and index == 0:
+                            self.add_reasoning(thinking)
                 else:
                     text = None
             else:
                 text = choice.get("text")
-            if index == 0 and choice.get("logprobs"):
+            if index == 0 and "logprobs" in choice and choice["logprobs"]:
                 more = logprobs_from_json(choice["logprobs"])
                 if more:
                     if self.logprobs is None:
@@ -823,16 +824,17 @@ class OpenAIStreamParser(StreamParser):
                         self.events.append(StreamEvent("text", text=text))
                 else:
                     self._extra.setdefault(index, []).append(text)
-            if self._chat and delta and index == 0:
-                calls = delta.get("tool_calls")
+            if self._chat and delta and index == 0 and "tool_calls" in delta:
+                calls = delta["tool_calls"]
                 if calls:
                     self._tool_fragments(calls)
             reason = choice.get("finish_reason")
             if reason and index == 0:
                 self.finish_reason = reason
-        usage = obj.get("usage")
-        if usage:
-            self.usage = usage_from_json(usage)
+        if "usage" in obj:
+            usage = obj["usage"]
+            if usage:
+                self.usage = usage_from_json(usage)
 
     def _tool_fragments(self, calls: Any) -> None:
         """Fragments of ``delta.tool_calls``, merged by index (see ToolCallBuffer)."""
