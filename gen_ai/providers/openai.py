@@ -609,12 +609,14 @@ def completion_from_json(data: Any, kind: str, response: RawResponse, provider: 
             texts.append(content if type(content) is str else "")
             # vLLM (since early 2026), Ollama /v1, LM Studio, OpenRouter: "reasoning";
             # SGLang, llama.cpp, DeepSeek, older vLLM: "reasoning_content".
-            thinking = answer.get("reasoning_content") or answer.get("reasoning")
+            # Rare keys are tested with `in` (no call) before they are read.
+            thinking = answer.get("reasoning_content") or answer.get("reasoning") \
+                if "reasoning_content" in answer or "reasoning" in answer else None
             if thinking and isinstance(thinking, str):
                 if reasonings is None:
                     reasonings = [None] * len(choices)
                 reasonings[i] = thinking
-            calls = answer.get("tool_calls")
+            calls = answer["tool_calls"] if "tool_calls" in answer else None
             if calls and isinstance(calls, list):  # rare path: the per-choice list only when a choice called tools
                 if tool_calls is None:
                     tool_calls = [None] * len(choices)
@@ -626,7 +628,7 @@ def completion_from_json(data: Any, kind: str, response: RawResponse, provider: 
         if tool_calls is not None and tool_calls[i] and reason in (None, "stop", "function_call"):
             reason = "tool_calls"  # some servers (Ollama, LM Studio) say "stop" for an answer that is tool calls
         reasons.append(reason if reason is None or type(reason) is str else str(reason))
-        if choice.get("logprobs"):
+        if "logprobs" in choice and choice["logprobs"]:
             if logprobs is None:
                 logprobs = [None] * len(choices)
             logprobs[i] = logprobs_from_json(choice["logprobs"])
@@ -718,8 +720,12 @@ def usage_from_json(usage: Any) -> Usage | None:
     (OpenAI, Azure; a top-level ``reasoning_tokens`` is read too)."""
     if not isinstance(usage, dict):
         return None
-    prompt = token_count(usage.get("prompt_tokens"))
-    completion = token_count(usage.get("completion_tokens"))
+    prompt = usage.get("prompt_tokens")
+    if type(prompt) is not int or prompt < 0:  # the usual whole count >= 0 needs no call
+        prompt = token_count(prompt)
+    completion = usage.get("completion_tokens")
+    if type(completion) is not int or completion < 0:
+        completion = token_count(completion)
     total = prompt + completion if prompt or completion else token_count(usage.get("total_tokens"))
     result = Usage(prompt, completion, total)
     details = usage.get("prompt_tokens_details")
