@@ -628,7 +628,7 @@ def completion_from_json(data: Any, kind: str, response: RawResponse, provider: 
         if tool_calls is not None and tool_calls[i] and reason in (None, "stop", "function_call"):
             reason = "tool_calls"  # some servers (Ollama, LM Studio) say "stop" for an answer that is tool calls
         reasons.append(reason if reason is None or type(reason) is str else str(reason))
-        if "logprobs" in choice and choice["logprobs"]:
+        if choice.get("logprobs"):  # present (null) in OpenAI's answers: one get, not `in` + [ ]
             if logprobs is None:
                 logprobs = [None] * len(choices)
             logprobs[i] = logprobs_from_json(choice["logprobs"])
@@ -816,7 +816,7 @@ class OpenAIStreamParser(StreamParser):
                     text = None
             else:
                 text = choice.get("text")
-            if index == 0 and "logprobs" in choice and choice["logprobs"]:
+            if index == 0 and choice.get("logprobs"):
                 more = logprobs_from_json(choice["logprobs"])
                 if more:
                     if self.logprobs is None:
