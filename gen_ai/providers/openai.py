@@ -609,14 +609,12 @@ def completion_from_json(data: Any, kind: str, response: RawResponse, provider: 
             texts.append(content if type(content) is str else "")
             # vLLM (since early 2026), Ollama /v1, LM Studio, OpenRouter: "reasoning";
             # SGLang, llama.cpp, DeepSeek, older vLLM: "reasoning_content".
-            # Rare keys are tested with `in` (no call) before they are read.
-            thinking = answer.get("reasoning_content") or answer.get("reasoning") \
-                if "reasoning_content" in answer or "reasoning" in answer else None
+            thinking = answer.get("reasoning_content") or answer.get("reasoning")
             if thinking and isinstance(thinking, str):
                 if reasonings is None:
                     reasonings = [None] * len(choices)
                 reasonings[i] = thinking
-            calls = answer["tool_calls"] if "tool_calls" in answer else None
+            calls = answer.get("tool_calls")
             if calls and isinstance(calls, list):  # rare path: the per-choice list only when a choice called tools
                 if tool_calls is None:
                     tool_calls = [None] * len(choices)
@@ -628,7 +626,7 @@ def completion_from_json(data: Any, kind: str, response: RawResponse, provider: 
         if tool_calls is not None and tool_calls[i] and reason in (None, "stop", "function_call"):
             reason = "tool_calls"  # some servers (Ollama, LM Studio) say "stop" for an answer that is tool calls
         reasons.append(reason if reason is None or type(reason) is str else str(reason))
-        if choice.get("logprobs"):  # present (null) in OpenAI's answers: one get, not `in` + [ ]
+        if choice.get("logprobs"):
             if logprobs is None:
                 logprobs = [None] * len(choices)
             logprobs[i] = logprobs_from_json(choice["logprobs"])
@@ -720,12 +718,8 @@ def usage_from_json(usage: Any) -> Usage | None:
     (OpenAI, Azure; a top-level ``reasoning_tokens`` is read too)."""
     if not isinstance(usage, dict):
         return None
-    prompt = usage.get("prompt_tokens")
-    if type(prompt) is not int or prompt < 0:  # the usual whole count >= 0 needs no call
-        prompt = token_count(prompt)
-    completion = usage.get("completion_tokens")
-    if type(completion) is not int or completion < 0:
-        completion = token_count(completion)
+    prompt = token_count(usage.get("prompt_tokens"))
+    completion = token_count(usage.get("completion_tokens"))
     total = prompt + completion if prompt or completion else token_count(usage.get("total_tokens"))
     result = Usage(prompt, completion, total)
     details = usage.get("prompt_tokens_details")
@@ -808,10 +802,9 @@ class OpenAIStreamParser(StreamParser):
                 delta = choice.get("delta")
                 if isinstance(delta, dict):
                     text = delta.get("content")
-                    if "reasoning_content" in delta or "reasoning" in delta:  # `in`: no call per chunk
-                        thinking = delta.get("reasoning_content") or delta.get("reasoning")
-                        if type(thinking) is str and thinking and index == 0:
-                            self.add_reasoning(thinking)
+                    thinking = delta.get("reasoning_content") or delta.get("reasoning")
+                    if type(thinking) is str and thinking and index == 0:
+                        self.add_reasoning(thinking)
                 else:
                     text = None
             else:
@@ -830,17 +823,16 @@ class OpenAIStreamParser(StreamParser):
                         self.events.append(StreamEvent("text", text=text))
                 else:
                     self._extra.setdefault(index, []).append(text)
-            if self._chat and delta and index == 0 and "tool_calls" in delta:
-                calls = delta["tool_calls"]
+            if self._chat and delta and index == 0:
+                calls = delta.get("tool_calls")
                 if calls:
                     self._tool_fragments(calls)
             reason = choice.get("finish_reason")
             if reason and index == 0:
                 self.finish_reason = reason
-        if "usage" in obj:
-            usage = obj["usage"]
-            if usage:
-                self.usage = usage_from_json(usage)
+        usage = obj.get("usage")
+        if usage:
+            self.usage = usage_from_json(usage)
 
     def _tool_fragments(self, calls: Any) -> None:
         """Fragments of ``delta.tool_calls``, merged by index (see ToolCallBuffer)."""
