@@ -371,6 +371,11 @@ def _close_sessions(sessions: dict[Any, Any], lock: Any, timeout: float = 5.0) -
 _PENDING: set[Any] = set()
 
 
+# asyncio.get_running_loop, bound by the first async request. A `from asyncio import ...` in the
+# request path ran importlib's _handle_fromlist (a Python frame) on every request.
+_get_running_loop: Any = None
+
+
 class AsyncTransport:
     """``aiohttp.ClientSession``s, one per event loop, each closed with its loop (see
     ``_close_with_loop``), by ``close()`` / ``close_sync()``, when the transport is dropped, or
@@ -451,9 +456,13 @@ class AsyncTransport:
         return cached
 
     async def _start(self, request: Request, timeout: float) -> Any:
-        from asyncio import get_running_loop  # a sys.modules lookup after the first call
+        global _get_running_loop
+        get_loop = _get_running_loop
+        if get_loop is None:  # the first async request: asyncio is not imported with gen_ai
+            from asyncio import get_running_loop as get_loop
 
-        loop = get_running_loop()
+            _get_running_loop = get_loop
+        loop = get_loop()
         current_loop, session = self._current
         if current_loop is not loop or session.closed:
             session = await self._open_session(loop)
