@@ -113,7 +113,9 @@ def _run(args: list[str], valgrind: bool) -> str:
     cmd = [sys.executable, os.path.abspath(__file__), "--inner", *args]
     if valgrind:
         cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *cmd]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE)
+    # A fixed hash seed: dict and set layouts (and so the instruction counts) repeat run to run.
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE, env=env)
     if proc.returncode != 0:
         raise SystemExit(proc.stderr[-3000:])
     return proc.stdout + proc.stderr
