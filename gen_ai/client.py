@@ -455,17 +455,17 @@ class Client:
             observer.end(result)
         return (result, None) if return_error else result
 
-    async def _arun(self, build: Any, return_error: bool) -> Any:
-        """``build`` returns ``(call, images)`` (see ``_make_call``)."""
-        async def built() -> tuple[Call, bool]:
-            return build()  # type: ignore[no-any-return]
-
-        return await self._arun_built(built, return_error)
-
-    async def _arun_built(self, build: Any, return_error: bool) -> Any:
+    async def _arun(self, build: Any, return_error: bool, offload_build: bool = False) -> Any:
+        """``build`` returns ``(call, images)`` (see ``_make_call``); with ``offload_build`` it
+        runs in the worker pool (it reads files)."""
         observer = None
         try:
-            call, images = await build()
+            if offload_build:
+                from ._offload import offload
+
+                call, images = await offload(build)
+            else:
+                call, images = build()
             if images:
                 from ._offload import offload
 
@@ -647,15 +647,7 @@ class Client:
         if stream:
             return AsyncTextStream(self, None, return_error, build, offload_build=True)
 
-        async def run() -> Any:
-            from ._offload import offload
-
-            async def built() -> tuple[Call, bool]:
-                return await offload(build)
-
-            return await self._arun_built(built, return_error)
-
-        return run()
+        return self._arun(build, return_error, offload_build=True)
 
     def _call_of(self, build: Any) -> Call:
         call, images = build()

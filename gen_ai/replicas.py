@@ -117,6 +117,15 @@ class ReplicaCodec:
 
     # -- the codec interface ----------------------------------------------------------------
 
+    @property
+    def blocking_credentials(self) -> bool:
+        return any(r.codec.blocking_credentials for r in self.replicas)
+
+    def refresh_credentials(self) -> None:
+        for r in self.replicas:
+            if r.codec.blocking_credentials:
+                r.codec.refresh_credentials()
+
     def secrets(self) -> tuple[str, ...]:
         out: list[str] = []
         for r in self.replicas:

@@ -338,3 +338,30 @@ def test_anthropic_reasoning_events():
     parser.close()
     assert [(e.type, e.text) for e in parser.events if e.type in ("reasoning", "text")] == [
         ("reasoning", "17*20=340, "), ("reasoning", "17*3=51, 340+51=391."), ("text", "39"), ("text", "1")]
+
+
+def test_thinking_travels_with_tool_calls():
+    """A tool loop with thinking on: each codec puts its reasoning items beside the tool calls."""
+    from test_provider_anthropic import conform
+
+    call_msg = {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "toolu_1", "type": "function", "function": {"name": "calc", "arguments": "{\"x\": 17}"}}],
+        "reasoning_details": [{"type": "anthropic.thinking", "thinking": THINK, "signature": SIGNATURE},
+                              {"type": "gemini.thought_signature", "signature": THOUGHT_SIG, "part": "function_call",
+                               "name": "calc"},
+                              {"type": "bedrock.reasoning", "text": THINK, "signature": SIGNATURE}]}
+    history = [*MESSAGES, call_msg, {"role": "tool", "tool_call_id": "toolu_1", "content": "391"}]
+    body = json.loads(AnthropicCodec(api_key="k", model_name="claude-sonnet-4-5", sampling_params=False)
+                      .build_request(Call("chat", messages=history)).body)
+    assert [b["type"] for b in body["messages"][1]["content"]] == ["thinking", "tool_use"]
+    assert body["messages"][1]["content"][0]["signature"] == SIGNATURE and conform(body) == []
+    body = json.loads(GeminiCodec(api_key="k", model_name="gemini-2.5-flash").build_request(
+        Call("chat", messages=history)).body)
+    [part] = body["contents"][1]["parts"]
+    assert part["functionCall"]["name"] == "calc" and part["thoughtSignature"] == THOUGHT_SIG
+
+    from gen_ai.providers.bedrock import BedrockCodec
+
+    sent = BedrockCodec(model_name="anthropic.claude-sonnet-4-5", region="us-east-1", bearer_token="t").build_body(
+        Call("chat", messages=history))
+    assert [next(iter(b)) for b in sent["messages"][1]["content"]] == ["reasoningContent", "toolUse"]

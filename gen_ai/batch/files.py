@@ -83,20 +83,20 @@ async def arun_batch_file(client: Any, input: Any, output: Any, *, max_concurren
                           timeout: float = 60, max_tokens: int = 256, progress: Any = None,
                           requests_per_minute: float | None = None, tokens_per_minute: float | None = None,
                           retry_failed: bool = True, use_body_model: bool = False, fsync: bool = False,
-                          _private: bool = False) -> BatchStats:
+                          _private: bool = False, rate_limiter: Any = None) -> BatchStats:
     # The relaxed collector covers the setup too: reading a big input in a thread allocates
     # millions of objects, and a full collection (100-200 ms in a large process) holds the GIL
     # the event loop needs.
     with _RelaxedGC():
         return await _arun_batch_file(client, input, output, max_concurrent, timeout, max_tokens, progress,
                                       requests_per_minute, tokens_per_minute, retry_failed, use_body_model,
-                                      fsync, _private)
+                                      fsync, _private, rate_limiter)
 
 
 async def _arun_batch_file(client: Any, input: Any, output: Any, max_concurrent: int, timeout: float,
                            max_tokens: int, progress: Any, requests_per_minute: float | None,
                            tokens_per_minute: float | None, retry_failed: bool, use_body_model: bool,
-                           fsync: bool, _private: bool) -> BatchStats:
+                           fsync: bool, _private: bool, rate_limiter: Any = None) -> BatchStats:
     import asyncio
 
     start = time.monotonic()
@@ -121,6 +121,7 @@ async def _arun_batch_file(client: Any, input: Any, output: Any, max_concurrent:
                         os.fspath(output), stats.skipped, stats.items, todo)
         if todo:
             engine = _Engine(client, min(max_concurrent, todo), rpm, tpm, prog, stats)
+            engine.gate.shared = rate_limiter  # gen_ai.ray_data: limits shared by the job's actors
             await _with_transport(client, engine.max_concurrent, _private,
                                   lambda t: engine.run_async(items, build, on_done, t))
     finally:

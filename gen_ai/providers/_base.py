@@ -192,10 +192,12 @@ class StreamParser:
         tools = self._tools
         if tools is None or self.finish_reason not in (None, "length"):
             return
-        for call in tools.calls():
-            try:
+        for call in tools.calls(raw=True):
+            try:  # no arguments at all under "length" is a cut-off call too (seen on vLLM)
+                if not call.arguments.strip():
+                    raise ValueError("no arguments arrived")
                 _ = call.parsed_arguments
-            except GenAIError:
+            except (GenAIError, ValueError):
                 raise StreamTruncatedError(
                     f"the stream ended in the middle of tool call {call.name!r}'s arguments "
                     f"(finish_reason={self.finish_reason!r}, {len(call.arguments)} characters of JSON arrived)",
@@ -258,8 +260,13 @@ class ToolCallBuffer:
             if parser.want_events:
                 parser.events.append(StreamEvent("tool_call_delta", index=slot_index, arguments=fragment))
 
-    def calls(self) -> list[ToolCall]:
-        return [ToolCall(slot[0] or new_call_id(), slot[1], "".join(slot[2]), i)
+    def calls(self, raw: bool = False) -> list[ToolCall]:
+        """The calls so far; a call with no argument fragments has "{}" (a call without
+        parameters) unless ``raw``."""
+        for slot in self._slots:
+            if not slot[0]:
+                slot[0] = new_call_id()  # made once, so every read of the calls agrees
+        return [ToolCall(slot[0], slot[1], "".join(slot[2]) or ("" if raw else "{}"), i)
                 for i, slot in enumerate(self._slots)]
 
     def __len__(self) -> int:
@@ -507,7 +514,8 @@ def _opt_str(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-_CONTEXT_WORDS = ("context length", "context_length", "maximum context", "too many tokens", "prompt is too long")
+_CONTEXT_WORDS = ("context length", "context_length", "maximum context", "too many tokens", "prompt is too long",
+                  "context size")  # llama.cpp: "exceeds the available context size"
 
 
 def status_error(

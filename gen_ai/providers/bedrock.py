@@ -242,16 +242,23 @@ class BedrockCodec(Codec):
         # refresh_credentials() hands the frozen credentials to the next signing through _fetched.
         self.blocking_credentials = self._credentials is not None and hasattr(self._credentials, "refresh_needed")
         self._fetched: deque[Any] = deque()
+        self._refreshed: deque[tuple[str, ...]] = deque(maxlen=4)
 
     def refresh_credentials(self) -> None:
         if self._credentials is not None:
-            self._fetched.append(self._credentials.get_frozen_credentials())
+            frozen = self._credentials.get_frozen_credentials()
+            self._fetched.append(frozen)
+            values = tuple(v for v in (frozen.access_key, frozen.secret_key, frozen.token) if v)
+            if values != self._static_secrets and values not in self._refreshed:
+                self._refreshed.append(values)  # refreshed keys are scrubbed too (the last few)
 
     @property
     def auth_mode(self) -> str:
         return "bearer" if self._bearer else "sigv4"
 
     def secrets(self) -> tuple[str, ...]:
+        if self._refreshed:
+            return self._static_secrets + tuple(v for values in self._refreshed for v in values)
         return self._static_secrets
 
     def __repr__(self) -> str:

@@ -83,6 +83,9 @@ SERVERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "lmstudio": (("json_schema",), ()),
     "ollama": (("json_schema",), ()),
     "structured_outputs": (("structured_outputs",), ("structured_outputs",)),
+    # litellm's proxy: rejects response_format on /completions (500) but passes other
+    # top-level fields on; behind it a "hosted_vllm/" model is detected as "vllm".
+    "litellm": (("json_schema", "json_object"), ("json_schema", "grammar")),
 }
 # create_client(dialect=...) -> server profile (None: detect). A dialect name picks the
 # profile that starts with it.
@@ -125,6 +128,36 @@ def detect_server(response: RawResponse | None) -> str | None:
     if cards and all(card.get("owned_by") and card.get("owned_by") == card.get("id") for card in cards):
         return "tgi"
     return "openai"
+
+
+def litellm_backend(response: RawResponse | None, model: str) -> str | None:
+    """litellm's ``GET /v1/model/info`` -> "vllm" when ``model`` is routed to a vLLM server
+    (``hosted_vllm/`` prefix), "litellm" for any other route; None when this is not litellm."""
+    if response is None or response.status != 200:
+        return None
+    try:
+        entries: Any = json.loads(response.body).get("data")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(entries, list) or not entries:
+        return None
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("litellm_params"), dict):
+            return None
+        if entry.get("model_name") == model:
+            routed = str(entry["litellm_params"].get("model") or "")
+            return "vllm" if routed.startswith("hosted_vllm/") else "litellm"
+    return "litellm"
+
+
+def _owned_by_openai(response: RawResponse | None) -> bool:
+    """Every model "owned_by": "openai": litellm's proxy answers so (and OpenAI itself)."""
+    try:
+        cards: Any = json.loads(response.body).get("data") if response is not None else None
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(cards, list) and bool(cards) and all(
+        isinstance(c, dict) and c.get("owned_by") == "openai" for c in cards)
 
 
 def vllm_profile(response: RawResponse | None) -> tuple[str, str | None]:
@@ -437,6 +470,15 @@ class OpenAICodec(Codec):
                 parts = urlsplit(self.base_url)
                 return Request("GET", f"{parts.scheme}://{parts.netloc}/version", self._probe_headers,
                                facts="version")
+            host = urlsplit(self.base_url).hostname or ""
+            if server == "openai" and _owned_by_openai(response) and not host.endswith(("openai.com", "azure.com")):
+                # litellm's proxy looks like OpenAI here; its /model/info tells it and its backend.
+                return Request("GET", f"{self.base_url}/model/info", self._probe_headers, facts="litellm")
+            return None
+        if request.facts == "litellm":
+            backend = litellm_backend(response, self.model_name)
+            if backend is not None:
+                found["server"] = backend
             return None
         found["server"], found["version"] = vllm_profile(response)
         return None
@@ -460,9 +502,13 @@ class OpenAICodec(Codec):
             return None
         learned, dialect = used
         chain = self.dialects(call.kind, state)
-        position = chain.index(dialect) if dialect in chain else len(chain)
+        if dialect not in chain:
+            # Detection finished after this request was built (it waited past the probe's
+            # timeout) and the server's list has no such dialect: send again from that list.
+            return {}
+        position = chain.index(dialect)
         if position + 1 >= len(chain):
-            tried = ", ".join(chain[: position + 1]) or dialect
+            tried = ", ".join(chain[: position + 1])
             error.suggestion = (
                 f"The server rejected guided_json as {dialect!r}, and no other structured-output field this "
                 f"server ({self.profile(state)}) enforces is left to try (tried: {tried}). "
