@@ -342,7 +342,8 @@ def test_interactive_ctrl_d_leaves_and_chat_c_continues(home):
     term.type(b"\x04")  # Ctrl-D leaves
     assert term.exit_code() == 0
     logged = rows(home)
-    assert logged[-1]["prompt"] == "Remember the word banana." and logged[-1]["response"]
+    summary = [(r["prompt"], r["response"], r["error"], r["finish_reason"]) for r in logged]
+    assert logged[-1]["prompt"] == "Remember the word banana." and logged[-1]["response"], summary
     first = logged[-1]
     assert first["system"] == "You are terse."
     # -c continues it, one shot: the same conversation, the earlier turn sent first
