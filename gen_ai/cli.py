@@ -330,7 +330,7 @@ def _generate(args: argparse.Namespace, kind: str) -> int:
             label = f"{client.provider} {client.model_name}"
             if client.provider == "local":
                 # Imported before the first prompt: a Ctrl-C in the middle of importing llama_cpp
-                # (about a second) leaves numpy half-loaded and the model unusable for the process.
+                # (about a second) leaves the import half done and the model unusable for the process.
                 import importlib
 
                 try:
