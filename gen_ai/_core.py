@@ -22,7 +22,18 @@ from typing import Any
 
 from ._state import ServerState, SingleFlight
 from .errors import APIConnectionError, APIStatusError, APITimeoutError, GenAIError, SchemaValidationError
-from .types import Call, ChatResult, ChatResults, Completion, RawResponse, Request, Usage
+from .types import (
+    Call,
+    ChatResult,
+    ChatResults,
+    Completion,
+    EmbeddingCall,
+    EmbeddingPart,
+    Embeddings,
+    RawResponse,
+    Request,
+    Usage,
+)
 
 logger = logging.getLogger("gen_ai")
 
@@ -223,7 +234,7 @@ async def _parallel_async(flows: list[Flow], transport: Any, secrets: Secrets) -
 # --------------------------------------------------------------------------------------------
 
 
-def request_flow(codec: Any, call: Call, deadline: float, max_retries: int,
+def request_flow(codec: Any, call: Call | EmbeddingCall, deadline: float, max_retries: int,
                  observer: Observer | None = None, state: ServerState | None = None) -> Flow:
     """One logical request: send, retry what is retryable, let the codec adapt on a 4xx.
 
@@ -478,3 +489,93 @@ def _add_usage(a: Usage | None, b: Usage | None) -> Usage | None:
     if a is None:
         return b
     return a + b
+
+
+# --------------------------------------------------------------------------------------------
+# Embeddings
+# --------------------------------------------------------------------------------------------
+
+
+class _EmbeddingCodec:
+    """A codec's embedding functions under the names ``request_flow`` calls, so embeddings get
+    the very same retries, backoff, adaptation and scrubbing as every completion."""
+
+    __slots__ = ("codec", "provider")
+
+    def __init__(self, codec: Any) -> None:
+        self.codec = codec
+        self.provider = codec.provider
+
+    def build_request(self, call: Any, state: ServerState) -> Request:
+        request: Request = self.codec.build_embedding_request(call, state)
+        return request
+
+    def parse_response(self, call: Any, response: RawResponse) -> Any:
+        return self.codec.parse_embedding_response(call, response)
+
+    def parse_error(self, response: RawResponse) -> GenAIError:
+        error: GenAIError = self.codec.parse_error(response)
+        return error
+
+    def fallback(self, call: Any, request: Request, error: GenAIError, state: ServerState) -> Any:
+        return self.codec.embedding_fallback(call, request, error, state)
+
+    def secrets(self) -> Any:
+        return self.codec.secrets()
+
+    # request_flow asks every codec for these (credentials refreshed off the event loop).
+    @property
+    def blocking_credentials(self) -> bool:
+        return bool(getattr(self.codec, "blocking_credentials", False))
+
+    def refresh_credentials(self) -> None:
+        self.codec.refresh_credentials()
+
+
+def embedding_chunks(codec: Any, call: EmbeddingCall) -> list[EmbeddingCall]:
+    """The call split into requests of ``call.batch_size`` inputs (default: the codec's), never
+    more than the provider's own per-request limit."""
+    size = call.batch_size or codec.embedding_batch_size
+    limit = codec.embedding_max_batch
+    if limit and size > limit:
+        size = limit
+    inputs = call.inputs
+    if len(inputs) <= size:
+        return [call]
+    return [call.replace(inputs=inputs[i:i + size]) for i in range(0, len(inputs), size)]
+
+
+def embedding_flow(codec: Any, call: EmbeddingCall, max_retries: int, observer: Observer | None = None,
+                   state: ServerState | None = None) -> Flow:
+    """A whole embeddings call: its requests (``max_concurrent`` at a time), then one
+    ``Embeddings`` in input order."""
+    start = time.perf_counter()
+    deadline = time.monotonic() + call.timeout
+    view = _EmbeddingCodec(codec)
+    if state is None:
+        state = ServerState()
+    chunks = embedding_chunks(codec, call)
+    if len(chunks) == 1:
+        parts: list[EmbeddingPart] = [(yield from request_flow(view, call, deadline, max_retries, observer, state))]
+    else:
+        # max_concurrent lanes, each sending its share of the chunks one after the other.
+        lanes = min(max(1, call.max_concurrent), len(chunks))
+        done: list[list[EmbeddingPart]] = yield Parallel(
+            [_embedding_lane(view, chunks[j::lanes], deadline, max_retries, observer, state) for j in range(lanes)])
+        parts = [None] * len(chunks)  # type: ignore[list-item]
+        for j, lane_parts in enumerate(done):
+            parts[j::lanes] = lane_parts
+    vectors: list[Any] = []
+    usage: Usage | None = None
+    for part in parts:
+        vectors.extend(part.vectors)
+        usage = _add_usage(usage, part.usage)
+    return Embeddings(vectors, usage, parts[0].model, time.perf_counter() - start)
+
+
+def _embedding_lane(view: _EmbeddingCodec, chunks: list[EmbeddingCall], deadline: float, max_retries: int,
+                    observer: Observer | None, state: ServerState) -> Flow:
+    parts = []
+    for chunk in chunks:
+        parts.append((yield from request_flow(view, chunk, deadline, max_retries, observer, state)))
+    return parts

@@ -40,6 +40,7 @@ _INITIAL: dict[str, Any] = {
     "tool_choice_string": False,  # True once the server refused an object tool_choice (llama.cpp's server)
     "max_tokens_field": None,    # "max_completion_tokens" once a 400 asked for it (OpenAI reasoning models)
     "thinking_mode": None,       # Anthropic: "adaptive" or "enabled" once a 400 named the other form
+    "embedding_base64": True,    # False once the server rejected encoding_format "base64" (embeddings)
 }
 
 Changes = Mapping[str, tuple[Any, Any]]  # fact -> (value the failed request used, new value)
@@ -60,6 +61,7 @@ class ServerState:
     tool_choice_string: bool
     max_tokens_field: str | None
     thinking_mode: str | None
+    embedding_base64: bool
 
     def __init__(self, **known: Any) -> None:
         for name, value in _INITIAL.items():

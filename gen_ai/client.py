@@ -14,7 +14,7 @@ from . import _core
 from ._http import AsyncTransport, HTTPOptions, SyncTransport
 from ._state import ServerState
 from .errors import GenAIError, InvalidInputError, SchemaValidationError
-from .types import Call, ChatResult, ChatResults, StreamEvent, ToolCall, Usage
+from .types import Call, ChatResult, ChatResults, EmbeddingCall, StreamEvent, ToolCall, Usage
 
 VALID_ROLES = frozenset({"system", "user", "assistant", "tool", "developer", "function"})
 # Keywords the client owns; passing them through **extra would corrupt the request.
@@ -164,6 +164,48 @@ def _tool_options(tools: Any, tool_choice: Any, parallel: Any, kind: str) -> tup
     return normalized or None, normalize_tool_choice(tool_choice, normalized), check_parallel(parallel)
 
 
+def _embedding_call(codec: Any, texts: Any, dimensions: Any, timeout: Any, as_numpy: Any, batch_size: Any,
+                    max_concurrent: Any, extra: dict[str, Any]) -> EmbeddingCall:
+    if not getattr(codec, "embedding_batch_size", 0):
+        raise InvalidInputError(f"provider {codec.provider!r} has no embeddings endpoint",
+                                suggestion="Use a provider that serves embeddings: openai (and compatible servers), "
+                                           "azure, gemini, bedrock or local.", field="provider")
+    if isinstance(texts, (str, bytes)) or not isinstance(texts, (list, tuple)):
+        raise _bad("texts", f"must be a list of strings, got {type(texts).__name__}",
+                   "Pass [\"first text\", \"second text\"] (a single text as a one-item list).")
+    if not texts:
+        raise _bad("texts", "is empty", "Pass at least one text to embed.")
+    rejects_empty = codec.embedding_rejects_empty
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise _bad(f"texts[{i}]", f"must be a string, got {type(text).__name__}", "Convert it with str().")
+        if rejects_empty and not text:
+            raise _bad(f"texts[{i}]", f"is an empty string, which provider {codec.provider!r} rejects",
+                       "Drop empty texts (or replace them with a placeholder such as ' ').")
+    if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool)
+                                   or dimensions < 1):
+        raise _bad("dimensions", f"must be a whole number >= 1 or None, got {dimensions!r}", "Pass e.g. 256.")
+    if not _is_number(timeout) or timeout <= 0:
+        raise _bad("timeout", f"must be a number of seconds > 0, got {timeout!r}", "Pass e.g. timeout=30.")
+    for name, value in (("batch_size", batch_size), ("max_concurrent", max_concurrent)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise _bad(name, f"must be a whole number >= 1, got {value!r}", f"Pass e.g. {name}=64.")
+    if extra:
+        clash = {"input", "model", "encoding_format"}.intersection(extra)
+        if clash:
+            name = sorted(clash)[0]
+            raise _bad(name, "is set by the client and cannot be passed as an extra keyword",
+                       "Pass the texts as the first argument; the model is the client's.")
+    if as_numpy:
+        try:
+            import numpy  # noqa: F401
+        except ImportError:
+            raise _bad("as_numpy", "needs numpy, which is not installed", "pip install numpy, or drop as_numpy.") \
+                from None
+    return EmbeddingCall(list(texts), dimensions=dimensions, timeout=timeout, extra=extra, as_numpy=bool(as_numpy),
+                         batch_size=batch_size, max_concurrent=max_concurrent or 4)
+
+
 def _make_hooks(hooks: Any, telemetry: Any, codec: Any) -> Any:
     """The client's HookSet, or None when nothing observes calls (the common, fastest case).
 
@@ -257,6 +299,10 @@ class Client:
         self._transport = transport if transport is not None else SyncTransport(options)
         self._async_transport = (async_transport if async_transport is not None
                                  else AsyncTransport(options, max_connections))
+        wrap = getattr(codec, "wrap_transport", None)
+        if wrap is not None:  # several endpoints (gen_ai.replicas): count and route per replica
+            self._transport = wrap(self._transport, False)
+            self._async_transport = wrap(self._async_transport, True)
         self._hooks = _make_hooks(hooks, telemetry, codec)
 
     # -- introspection ----------------------------------------------------------------------
@@ -303,9 +349,12 @@ class Client:
     def new_async_transport(self, max_connections: int) -> Any:
         """A fresh async pool with this client's network policy, for a private event loop (the caller
         closes it); None when the client's async transport is not an HTTP pool."""
-        if not isinstance(self._async_transport, AsyncTransport):
+        inner = getattr(self._async_transport, "inner", self._async_transport)
+        if not isinstance(inner, AsyncTransport):
             return None
-        return AsyncTransport(self._timeouts, max_connections=max_connections)
+        fresh = AsyncTransport(self._timeouts, max_connections=max_connections)
+        wrap = getattr(self._codec, "wrap_transport", None)
+        return fresh if wrap is None else wrap(fresh, True)
 
     @property
     def hooks(self) -> Any:
@@ -406,17 +455,17 @@ class Client:
             observer.end(result)
         return (result, None) if return_error else result
 
-    async def _arun(self, build: Any, return_error: bool) -> Any:
-        """``build`` returns ``(call, images)`` (see ``_make_call``)."""
-        async def built() -> tuple[Call, bool]:
-            return build()  # type: ignore[no-any-return]
-
-        return await self._arun_built(built, return_error)
-
-    async def _arun_built(self, build: Any, return_error: bool) -> Any:
+    async def _arun(self, build: Any, return_error: bool, offload_build: bool = False) -> Any:
+        """``build`` returns ``(call, images)`` (see ``_make_call``); with ``offload_build`` it
+        runs in the worker pool (it reads files)."""
         observer = None
         try:
-            call, images = await build()
+            if offload_build:
+                from ._offload import offload
+
+                call, images = await offload(build)
+            else:
+                call, images = build()
             if images:
                 from ._offload import offload
 
@@ -598,19 +647,54 @@ class Client:
         if stream:
             return AsyncTextStream(self, None, return_error, build, offload_build=True)
 
-        async def run() -> Any:
-            from ._offload import offload
-
-            async def built() -> tuple[Call, bool]:
-                return await offload(build)
-
-            return await self._arun_built(built, return_error)
-
-        return run()
+        return self._arun(build, return_error, offload_build=True)
 
     def _call_of(self, build: Any) -> Call:
         call, images = build()
         return self._prepare_images(call) if images else call
+
+    # -- embeddings -------------------------------------------------------------------------
+
+    def embedding_call(self, texts: Any, dimensions: Any = None, timeout: Any = 30, as_numpy: bool = False,
+                       batch_size: Any = None, max_concurrent: Any = 4,
+                       extra: dict[str, Any] | None = None) -> EmbeddingCall:
+        """Validate an embeddings call and build it (raises ``InvalidInputError`` naming the bad
+        index before anything is sent)."""
+        return _embedding_call(self._codec, texts, dimensions, timeout, as_numpy, batch_size, max_concurrent,
+                               extra or {})
+
+    def run_embeddings(self, texts: list[str], dimensions: int | None = None, timeout: float = 30,
+                       return_error: bool = False, *, as_numpy: bool = False, batch_size: int | None = None,
+                       max_concurrent: int = 4, **extra: Any) -> Any:
+        """Embed ``texts``: returns ``Embeddings``, a list of vectors in input order (lists of
+        floats, or float32 numpy arrays with ``as_numpy=True``) with ``.usage``, ``.model``,
+        ``.latency``. Long lists are sent as requests of ``batch_size`` texts (default: the
+        provider's), ``max_concurrent`` at a time. ``(result, error_dict)`` with
+        ``return_error=True``. See docs/embeddings.md."""
+        try:
+            call = self.embedding_call(texts, dimensions, timeout, as_numpy, batch_size, max_concurrent, extra)
+            result = _core.run_sync(_core.embedding_flow(self._codec, call, self.max_retries, None, self._state),
+                                    self._transport, self._codec.secrets)
+        except GenAIError as exc:
+            if return_error:
+                return None, exc.redact(self._secrets).to_dict()
+            raise exc.redact(self._secrets) from None
+        return (result, None) if return_error else result
+
+    async def arun_embeddings(self, texts: list[str], dimensions: int | None = None, timeout: float = 30,
+                              return_error: bool = False, *, as_numpy: bool = False,
+                              batch_size: int | None = None, max_concurrent: int = 4, **extra: Any) -> Any:
+        """Async twin of ``run_embeddings``."""
+        try:
+            call = self.embedding_call(texts, dimensions, timeout, as_numpy, batch_size, max_concurrent, extra)
+            result = await _core.run_async(_core.embedding_flow(self._codec, call, self.max_retries, None,
+                                                                self._state),
+                                           self._async_transport, self._codec.secrets)
+        except GenAIError as exc:
+            if return_error:
+                return None, exc.redact(self._secrets).to_dict()
+            raise exc.redact(self._secrets) from None
+        return (result, None) if return_error else result
 
     # -- batch ------------------------------------------------------------------------------
     # Thin delegations to gen_ai.batch (imported on first use); see docs/batch.md.
@@ -678,6 +762,35 @@ class Client:
                                 requests_per_minute=requests_per_minute,
                                 tokens_per_minute=tokens_per_minute, **extra)
 
+    def run_embeddings_batch(self, texts: list[str], dimensions: int | None = None, timeout: float = 60,
+                             batch_size: int | None = None, max_concurrent: int = 8, return_error: bool = False,
+                             progress: Any = None, requests_per_minute: float | None = None,
+                             tokens_per_minute: float | None = None, as_numpy: bool = False,
+                             **extra: Any) -> Any:
+        """Embed many texts as a batch: requests of ``batch_size`` texts under the batch's rate
+        limits, pause and progress. Returns a ``BatchResults`` with one vector per text (None
+        where its request failed; ``.errors`` per text; ``.stats`` per request)."""
+        from .batch import run_embeddings_batch
+
+        return run_embeddings_batch(self, texts, dimensions=dimensions, timeout=timeout, batch_size=batch_size,
+                                    max_concurrent=max_concurrent, return_error=return_error, progress=progress,
+                                    requests_per_minute=requests_per_minute,
+                                    tokens_per_minute=tokens_per_minute, as_numpy=as_numpy, **extra)
+
+    async def arun_embeddings_batch(self, texts: list[str], dimensions: int | None = None, timeout: float = 60,
+                                    batch_size: int | None = None, max_concurrent: int = 8,
+                                    return_error: bool = False, progress: Any = None,
+                                    requests_per_minute: float | None = None,
+                                    tokens_per_minute: float | None = None, as_numpy: bool = False,
+                                    **extra: Any) -> Any:
+        from .batch import arun_embeddings_batch
+
+        return await arun_embeddings_batch(self, texts, dimensions=dimensions, timeout=timeout,
+                                           batch_size=batch_size, max_concurrent=max_concurrent,
+                                           return_error=return_error, progress=progress,
+                                           requests_per_minute=requests_per_minute,
+                                           tokens_per_minute=tokens_per_minute, as_numpy=as_numpy, **extra)
+
     # The name the original documentation used.
     generate_batch_response = run_completions_batch
     agenerate_batch_response = arun_completions_batch
@@ -713,6 +826,24 @@ class Client:
     def _timeout_for(self, timeout: Any) -> Any:
         return self._default_timeout if timeout is None else timeout
 
+    # -- models -----------------------------------------------------------------------------
+
+    def list_models(self, timeout: float = 30) -> list[dict[str, Any]]:
+        """The models the endpoint serves (``GET /v1/models`` or the provider's equivalent), each a
+        dict with an ``id`` plus what the provider tells (``owned_by``, ``display_name``, ...).
+        An empty list for providers that cannot list (the in-process model)."""
+        if not _is_number(timeout) or timeout <= 0:
+            raise _bad("timeout", f"must be a number of seconds > 0, got {timeout!r}", "Pass e.g. timeout=30.")
+        models_request = getattr(self._codec, "models_request", None)  # replicas: none
+        request = models_request() if models_request is not None else None
+        if request is None:
+            return []
+        try:
+            return list(_core.run_sync(_models_flow(self._codec, request, timeout), self._transport,
+                                       self._codec.secrets))
+        except GenAIError as exc:
+            raise exc.redact(self._secrets) from None
+
     # -- lifecycle --------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -737,6 +868,16 @@ class Client:
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.aclose()
+
+
+def _models_flow(codec: Any, request: Any, timeout: float) -> _core.Flow:
+    response = yield _core.Send(request, timeout)
+    if response.status >= 300:
+        error = codec.parse_error(response)
+        if error.provider is None:
+            error.provider = codec.provider
+        raise error.redact(codec.secrets())
+    return codec.parse_models(response)
 
 
 _S = TypeVar("_S", bound="_StreamBase")

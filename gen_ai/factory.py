@@ -35,7 +35,7 @@ _CLIENT_OPTIONS = ("max_retries", "timeout", "schema_retries", "max_connections"
 def create_client(
     provider: str = "openai",
     api_key: str | None = None,
-    endpoint: str | None = None,
+    endpoint: str | list[str] | tuple[str, ...] | None = None,
     model_name: str | None = None,
     **options: Any,
 ) -> Client:
@@ -53,6 +53,10 @@ def create_client(
     False: image parts inside messages may not name local files; see docs/security.md). Provider
     options, e.g.
     ``dialect`` for "openai", are passed to the provider.
+
+    ``endpoint=[url1, url2, ...]`` puts several replicas of one server behind the client (least
+    outstanding requests, a failing replica cooled down for ``replica_cooldown`` seconds and its
+    requests retried on another); see ``gen_ai/replicas.py`` and docs/batch.md.
     """
     if not isinstance(provider, str) or provider.lower() not in PROVIDERS:
         raise ConfigurationError(
@@ -75,8 +79,30 @@ def create_client(
     module = importlib.import_module(module_name)
     codec_cls = getattr(module, class_name)
     client_options = {k: options.pop(k) for k in _CLIENT_OPTIONS if k in options}
+    cooldown = options.pop("replica_cooldown", None)
+    if isinstance(endpoint, (list, tuple)):
+        if getattr(module, "make_transports", None) is not None:
+            raise ConfigurationError(f"provider {provider!r} runs in-process and takes no endpoints",
+                                     field="endpoint")
+        from .replicas import DEFAULT_COOLDOWN, ReplicaCodec
+
+        codecs = [_make_codec(codec_cls, provider, api_key, url, model_name, options) for url in endpoint]
+        router = ReplicaCodec(codecs, DEFAULT_COOLDOWN if cooldown is None else cooldown)
+        return Client(router, **client_options)
+    if cooldown is not None:
+        raise ConfigurationError("replica_cooldown needs several endpoints",
+                                 suggestion="Pass endpoint=[url1, url2, ...].", field="replica_cooldown")
+    codec = _make_codec(codec_cls, provider, api_key, endpoint, model_name, options)
+    make_transports = getattr(module, "make_transports", None)
+    if make_transports is not None:  # providers that do not speak HTTP (the in-process model)
+        client_options["transport"], client_options["async_transport"] = make_transports(codec)
+    return Client(codec, **client_options)
+
+
+def _make_codec(codec_cls: Any, provider: str, api_key: str | None, endpoint: str | None, model_name: str | None,
+                options: dict[str, Any]) -> Any:
     try:
-        codec = codec_cls(api_key=api_key, endpoint=endpoint, model_name=model_name, **options)
+        return codec_cls(api_key=api_key, endpoint=endpoint, model_name=model_name, **options)
     except TypeError as exc:
         if "unexpected keyword argument" not in str(exc):
             raise
@@ -86,7 +112,3 @@ def create_client(
             suggestion="Check the spelling; see docs/ for the options each provider takes.",
             field=name,
         ) from None
-    make_transports = getattr(module, "make_transports", None)
-    if make_transports is not None:  # providers that do not speak HTTP (the in-process model)
-        client_options["transport"], client_options["async_transport"] = make_transports(codec)
-    return Client(codec, **client_options)

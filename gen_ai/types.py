@@ -512,3 +512,82 @@ class ChatResults(list):  # type: ignore[type-arg]
 
     def __iter__(self) -> Iterator[ChatResult]:
         return super().__iter__()
+
+
+# --------------------------------------------------------------------------------------------
+# Embeddings
+# --------------------------------------------------------------------------------------------
+
+
+class EmbeddingCall:
+    """One validated embeddings call (or one request-sized slice of it): what codecs turn into
+    a request with ``build_embedding_request``. ``inputs`` are non-empty-checked strings."""
+
+    __slots__ = ("inputs", "dimensions", "timeout", "extra", "as_numpy", "batch_size", "max_concurrent",
+                 "kind", "stream", "n")
+
+    def __init__(self, inputs: list[str], *, dimensions: int | None = None, timeout: float = 30,
+                 extra: dict[str, Any] | None = None, as_numpy: bool = False, batch_size: int | None = None,
+                 max_concurrent: int = 4) -> None:
+        self.kind = "embedding"
+        self.inputs = inputs
+        self.dimensions = dimensions
+        self.timeout = timeout
+        self.extra = extra or {}
+        self.as_numpy = as_numpy
+        self.batch_size = batch_size  # None: the codec's default request size
+        self.max_concurrent = max_concurrent
+        self.stream = False  # what the shared request flow reads
+        self.n = 1
+
+    def replace(self, **changes: Any) -> "EmbeddingCall":
+        new = EmbeddingCall.__new__(EmbeddingCall)
+        for name in EmbeddingCall.__slots__:
+            setattr(new, name, changes[name] if name in changes else getattr(self, name))
+        return new
+
+
+class EmbeddingPart:
+    """What a codec's ``parse_embedding_response`` returns for one request: one vector per
+    input, in input order (lists of floats, or numpy arrays for ``as_numpy``)."""
+
+    __slots__ = ("vectors", "usage", "model")
+
+    def __init__(self, vectors: list[Any], usage: Usage | None, model: str | None) -> None:
+        self.vectors = vectors
+        self.usage = usage
+        self.model = model
+
+
+class Embeddings(list):  # type: ignore[type-arg]
+    """The result of ``run_embeddings``: a plain ``list`` of vectors, one per input text in input
+    order (each a list of floats, or a numpy array with ``as_numpy=True``), with ``usage``
+    (``prompt_tokens`` = ``total_tokens``; None when the provider does not count), ``model``
+    and ``latency`` (seconds, the whole call)."""
+
+    usage: Usage | None
+    model: str | None
+    latency: float
+
+    def __init__(self, vectors: list[Any] = (), usage: Usage | None = None,  # type: ignore[assignment]
+                 model: str | None = None, latency: float = 0.0) -> None:
+        super().__init__(vectors)
+        self.usage = usage
+        self.model = model
+        self.latency = latency
+
+    @property
+    def dimensions(self) -> int | None:
+        """The length of the vectors (None for an empty result)."""
+        return len(self[0]) if self else None
+
+    def __repr__(self) -> str:
+        return (f"Embeddings({len(self)} vectors of {self.dimensions} dimensions, model={self.model!r}, "
+                f"usage={self.usage!r}, latency={self.latency:.3f})")
+
+    def __reduce__(self) -> Any:
+        return (_rebuild_embeddings, (list(self), self.usage, self.model, self.latency))
+
+
+def _rebuild_embeddings(vectors: list[Any], usage: Usage | None, model: str | None, latency: float) -> Embeddings:
+    return Embeddings(vectors, usage, model, latency)

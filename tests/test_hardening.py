@@ -254,10 +254,13 @@ def test_azure_token_callable_runs_off_the_event_loop(fault_server):
     client = create_client("azure", endpoint=f"http://127.0.0.1:{fault_server.port}", deployment="d",
                            azure_ad_token=token, max_retries=0)
     fault_server.add(200, chat_body("sync"))
+    fault_server.add(200, chat_body("warm"))
     fault_server.add(200, chat_body("async"))
     assert client.run_chat_completions(MESSAGES) == "sync"
 
     async def main():
+        assert await client.arun_chat_completions(MESSAGES) == "warm"  # aiohttp's import and session
+
         async def work():
             assert await client.arun_chat_completions(MESSAGES) == "async"
 
@@ -266,9 +269,9 @@ def test_azure_token_callable_runs_off_the_event_loop(fault_server):
         return result
 
     worst, _ = asyncio.run(main())
-    assert threads[0] == "MainThread" and threads[1].startswith("gen_ai-blocking")
+    assert threads[0] == "MainThread" and all(name.startswith("gen_ai-blocking") for name in threads[1:])
     assert worst < 0.1
-    assert [r.headers["authorization"] for r in fault_server.requests] == ["Bearer entra-token-abcdef"] * 2
+    assert [r.headers["authorization"] for r in fault_server.requests] == ["Bearer entra-token-abcdef"] * 3
 
 
 def test_refreshing_aws_credentials_are_refreshed_off_the_event_loop(fault_server, tmp_path, monkeypatch):
@@ -276,12 +279,16 @@ def test_refreshing_aws_credentials_are_refreshed_off_the_event_loop(fault_serve
     expire within botocore's refresh window, so every signing refreshes (and the process takes
     0.3 s, like a call to STS or SSO)."""
     script = tmp_path / "creds.py"
+    counter = tmp_path / "count"
     script.write_text(
-        "import json, time, datetime\n"
+        "import json, time, datetime, pathlib\n"
+        f"counter = pathlib.Path({str(counter)!r})\n"
+        "n = int(counter.read_text()) + 1 if counter.exists() else 1\n"
+        "counter.write_text(str(n))\n"
         "time.sleep(0.3)\n"
         "exp = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=5)).isoformat()\n"
-        "print(json.dumps({'Version': 1, 'AccessKeyId': 'AKIAPROCESS', 'SecretAccessKey': 'process-secret',"
-        " 'SessionToken': 'process-token', 'Expiration': exp}))\n")
+        "print(json.dumps({'Version': 1, 'AccessKeyId': 'AKIAPROCESS', 'SecretAccessKey': f'process-secret-{n}',"
+        " 'SessionToken': f'process-token-{n}', 'Expiration': exp}))\n")
     config = tmp_path / "config"
     config.write_text(f"[profile slow]\ncredential_process = {sys.executable} {script}\nregion = us-east-1\n")
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_BEARER_TOKEN_BEDROCK",
@@ -295,8 +302,11 @@ def test_refreshing_aws_credentials_are_refreshed_off_the_event_loop(fault_serve
     body = {"output": {"message": {"role": "assistant", "content": [{"text": "ok"}]}}, "stopReason": "end_turn",
             "usage": {"inputTokens": 1, "outputTokens": 1, "totalTokens": 2}}
     fault_server.add(200, body)
+    fault_server.add(200, body)
 
     async def main():
+        assert await client.arun_chat_completions(MESSAGES) == "ok"  # aiohttp's import and session
+
         async def work():
             assert await client.arun_chat_completions(MESSAGES) == "ok"
 
@@ -307,6 +317,14 @@ def test_refreshing_aws_credentials_are_refreshed_off_the_event_loop(fault_serve
     worst, elapsed = asyncio.run(main())
     assert elapsed > 0.25 and worst < 0.1
     assert "Credential=AKIAPROCESS/" in fault_server.requests[0].headers["authorization"]
+    # Credentials that arrived by a refresh are scrubbed like the first ones: a server echoing them
+    # back in an error never gets them into the error.
+    fault_server.default = lambda rec: Step(403, {"message": f"denied token {rec.headers['x-amz-security-token']}"},
+                                            headers={"x-amzn-errortype": "AccessDeniedException"})
+    _, error = client.run_chat_completions(MESSAGES, return_error=True)
+    sent = fault_server.requests[-1].headers["x-amz-security-token"]
+    assert sent.startswith("process-token-") and sent != "process-token-1"
+    assert sent not in json.dumps(error) and "denied token ***" in error["message"]
 
 
 # -- 8. n top-ups: a shared bounded pool, siblings cancelled ---------------------------------------------

@@ -24,6 +24,7 @@ class BatchStats:
         "prompt_tokens",
         "rate_limited",
         "reasoning_tokens",
+        "replicas",
         "requests",
         "retries",
         "skipped",
@@ -47,6 +48,8 @@ class BatchStats:
         self.reasoning_tokens = 0
         self.elapsed = 0.0
         self.min_concurrency = 0
+        # With several endpoints: {url: {"requests": n, "errors": m}} for this batch's requests.
+        self.replicas: dict[str, dict[str, int]] | None = None
 
     @property
     def usage(self) -> Usage:

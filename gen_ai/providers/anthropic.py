@@ -246,6 +246,11 @@ class AnthropicCodec(Codec):
         return Request("POST", self._url, headers, dumps(self.build_body(call, state)), call.stream,
                        state.rejected_fields)
 
+    def models_request(self) -> Request | None:
+        # GET /v1/models pages with limit (at most 1000) and after_id; one page of 1000 is plenty.
+        url = self.base_url + ("/models" if self.base_url.endswith("/v1") else "/v1/models") + "?limit=1000"
+        return Request("GET", url, {k: v for k, v in self._headers.items() if k != "Content-Type"})
+
     def fallback(self, call: Call, request: Request, error: GenAIError, state: ServerState) -> Changes | None:
         effort = call.reasoning_effort
         if effort is not None and effort != "none" and error.status_code == 400:

@@ -54,8 +54,18 @@ from ..errors import (
     StreamTruncatedError,
 )
 from ..tools import arguments_object, tool_result_text
-from ..types import Call, Completion, RawResponse, Request, StreamEvent, ToolCall, Usage
-from ._base import Codec, StreamParser, decode_json, describe_body, dumps, split_system, status_error, token_count
+from ..types import Call, Completion, EmbeddingCall, EmbeddingPart, RawResponse, Request, StreamEvent, ToolCall, Usage
+from ._base import (
+    Codec,
+    StreamParser,
+    decode_json,
+    describe_body,
+    dumps,
+    float_vector,
+    split_system,
+    status_error,
+    token_count,
+)
 
 logger = logging.getLogger("gen_ai")
 
@@ -212,6 +222,11 @@ class BedrockCodec(Codec):
         # be the path on the wire. '/' in ARNs must be escaped, and "%2F" survives both transports.
         model_path = f"{self.base_url}/model/{quote(model_name, safe=':')}"
         self._urls = {False: f"{model_path}/converse", True: f"{model_path}/converse-stream"}
+        # Embeddings go through InvokeModel, whose body is the model family's own format:
+        # Cohere Embed takes up to 96 texts per request, Titan Embeddings one.
+        self._invoke_url = f"{model_path}/invoke"
+        self.embedding_family = "cohere" if "cohere" in model_name.lower() else "titan"
+        self.embedding_batch_size = self.embedding_max_batch = 96 if self.embedding_family == "cohere" else 1
         self._headers = {"Content-Type": "application/json"}
         if headers:
             self._headers.update(headers)
@@ -227,16 +242,23 @@ class BedrockCodec(Codec):
         # refresh_credentials() hands the frozen credentials to the next signing through _fetched.
         self.blocking_credentials = self._credentials is not None and hasattr(self._credentials, "refresh_needed")
         self._fetched: deque[Any] = deque()
+        self._refreshed: deque[tuple[str, ...]] = deque(maxlen=4)
 
     def refresh_credentials(self) -> None:
         if self._credentials is not None:
-            self._fetched.append(self._credentials.get_frozen_credentials())
+            frozen = self._credentials.get_frozen_credentials()
+            self._fetched.append(frozen)
+            values = tuple(v for v in (frozen.access_key, frozen.secret_key, frozen.token) if v)
+            if values != self._static_secrets and values not in self._refreshed:
+                self._refreshed.append(values)  # refreshed keys are scrubbed too (the last few)
 
     @property
     def auth_mode(self) -> str:
         return "bearer" if self._bearer else "sigv4"
 
     def secrets(self) -> tuple[str, ...]:
+        if self._refreshed:
+            return self._static_secrets + tuple(v for values in self._refreshed for v in values)
         return self._static_secrets
 
     def __repr__(self) -> str:
@@ -344,7 +366,71 @@ class BedrockCodec(Codec):
         return Request("POST", url, headers, body, call.stream,
                        self._schema_mode(state) if call.schema is not None else None)
 
-    def _sign(self, url: str, headers: dict[str, str], body: bytes) -> dict[str, str]:
+    # -- embeddings (InvokeModel) ------------------------------------------------------------
+
+    def build_embedding_body(self, call: EmbeddingCall) -> dict[str, Any]:
+        body: dict[str, Any]
+        if self.embedding_family == "cohere":
+            # input_type is required by Cohere Embed v3+; documents unless the caller says otherwise.
+            body = {"texts": call.inputs, "input_type": "search_document"}
+            if call.dimensions is not None:
+                body["output_dimension"] = call.dimensions  # Embed v4
+        else:
+            body = {"inputText": call.inputs[0]}
+            if call.dimensions is not None:
+                body["dimensions"] = call.dimensions  # Titan Text Embeddings V2: 256, 512 or 1024
+        if call.extra:
+            body.update(call.extra)
+        return body
+
+    def build_embedding_request(self, call: EmbeddingCall, state: ServerState = FRESH) -> Request:
+        url = self._invoke_url
+        body = dumps(self.build_embedding_body(call))
+        headers = dict(self._headers)
+        headers["Accept"] = "application/json"
+        if self._credentials is not None:
+            headers = self._sign(url, headers, body)
+        return Request("POST", url, headers, body)
+
+    def parse_embedding_response(self, call: EmbeddingCall, response: RawResponse) -> EmbeddingPart:
+        data = decode_json(response, self.provider)
+        if not isinstance(data, dict):
+            data = {}
+        tokens: int | None = None
+        if self.embedding_family == "cohere":
+            items = data.get("embeddings")
+            if isinstance(items, dict):  # embedding_types given: {"float": [[...]], ...}
+                items = items.get("float")
+            meta = data.get("meta")
+            billed = meta.get("billed_units") if isinstance(meta, dict) else None
+            if isinstance(billed, dict) and isinstance(billed.get("input_tokens"), int):
+                tokens = billed["input_tokens"]
+        else:
+            one = data.get("embedding")
+            items = [one] if one is not None else None
+            if isinstance(data.get("inputTextTokenCount"), int):
+                tokens = data["inputTextTokenCount"]
+        if not isinstance(items, list) or len(items) != len(call.inputs):
+            got = f"{len(items)} embeddings" if isinstance(items, list) else "no embeddings"
+            raise ResponseError(f"the {self.model_name} response has {got} for {len(call.inputs)} inputs",
+                                status_code=response.status, url=response.url, method=response.method,
+                                provider=self.provider)
+        vectors = [float_vector(item, call.as_numpy, self.provider) for item in items]
+        return EmbeddingPart(vectors, None if tokens is None else Usage(tokens, 0, tokens), self.model_name)
+
+    def models_request(self) -> Request | None:
+        # ListFoundationModels lives on the control plane (bedrock.REGION, not bedrock-runtime).
+        base = self.base_url
+        if base == f"https://bedrock-runtime.{self.region}.amazonaws.com":
+            base = f"https://bedrock.{self.region}.amazonaws.com"
+        url = f"{base}/foundation-models"
+        headers = {k: v for k, v in self._headers.items() if k != "Content-Type"}
+        headers["Accept"] = "application/json"
+        if self._credentials is not None:
+            headers = self._sign(url, headers, b"", "GET")
+        return Request("GET", url, headers)
+
+    def _sign(self, url: str, headers: dict[str, str], body: bytes, method: str = "POST") -> dict[str, str]:
         """SigV4 with botocore's canonical request and signature. Not ``SigV4Auth.add_auth``: it
         logs the canonical request (holding the session token) and the signature at DEBUG."""
         import datetime
@@ -359,7 +445,7 @@ class BedrockCodec(Codec):
         except IndexError:  # build_request called outside the call flow
             credentials = self._credentials.get_frozen_credentials()
         signer = SigV4Auth(credentials, "bedrock", self.region)
-        request = AWSRequest(method="POST", url=url, data=body, headers=headers)
+        request = AWSRequest(method=method, url=url, data=body, headers=headers)
         timestamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         request.context["timestamp"] = timestamp
         request.headers["X-Amz-Date"] = timestamp

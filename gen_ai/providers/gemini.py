@@ -30,6 +30,7 @@ from urllib.parse import quote, urlsplit
 
 from .._keywords import GEMINI_GENERATION, GEMINI_KEYWORDS
 from .._sse import SSEDecoder
+from .._state import FRESH, ServerState
 from ..errors import (
     AuthenticationError,
     ConfigurationError,
@@ -44,13 +45,26 @@ from ..errors import (
 )
 from ..images import split_data_url
 from ..tools import arguments_object, tool_names_by_id, tool_result_text
-from ..types import Call, Completion, RawResponse, Request, StreamEvent, TokenLogprob, ToolCall, Usage, new_call_id
+from ..types import (
+    Call,
+    Completion,
+    EmbeddingCall,
+    EmbeddingPart,
+    RawResponse,
+    Request,
+    StreamEvent,
+    TokenLogprob,
+    ToolCall,
+    Usage,
+    new_call_id,
+)
 from ._base import (
     Codec,
     StreamParser,
     decode_json,
     dumps,
     error_details,
+    float_vector,
     json_headers,
     split_system,
     status_error,
@@ -118,6 +132,10 @@ def _base_url(endpoint: str) -> str:
     return base
 
 
+# run_embeddings(**extra) keys -> EmbedContentRequest JSON names.
+_EMBED_FIELDS = {"task_type": "taskType", "output_dimensionality": "outputDimensionality"}
+
+
 class GeminiCodec(Codec):
     provider = "gemini"
     extra_keywords = GEMINI_KEYWORDS
@@ -157,6 +175,9 @@ class GeminiCodec(Codec):
             False: f"{self.base_url}/{resource}:generateContent",
             True: f"{self.base_url}/{resource}:streamGenerateContent?alt=sse",
         }
+        self._resource = resource
+        self._embed_urls = {False: f"{self.base_url}/{resource}:embedContent",
+                            True: f"{self.base_url}/{resource}:batchEmbedContents"}
         self._api_key = api_key or None
         self.safety_settings = safety_settings
         self._headers = json_headers({"x-goog-api-key": self._api_key} if self._api_key else {}, headers)
@@ -203,11 +224,54 @@ class GeminiCodec(Codec):
         body["generationConfig"] = config
         return body
 
+    def models_request(self) -> Request | None:
+        # models.list: GET /v1beta/models, pageSize at most 1000.
+        return Request("GET", f"{self.base_url}/models?pageSize=1000",
+                       {k: v for k, v in self._headers.items() if k != "Content-Type"})
+
     def build_request(self, call: Call, state: Any = None) -> Request:
         headers = self._headers
         if call.stream:
             headers = {**headers, "Accept": "text/event-stream"}
         return Request("POST", self._urls[call.stream], headers, dumps(self.build_body(call)), call.stream)
+
+    # -- embeddings: embedContent (one text) / batchEmbedContents (several) ----------------
+
+    embedding_batch_size = 100
+    embedding_max_batch = 100  # batchEmbedContents takes at most 100 requests
+
+    def build_embedding_body(self, call: EmbeddingCall) -> dict[str, Any]:
+        requests = []
+        for text in call.inputs:
+            request: dict[str, Any] = {"model": self._resource, "content": {"parts": [{"text": text}]}}
+            if call.dimensions is not None:
+                request["outputDimensionality"] = call.dimensions
+            for key, value in call.extra.items():  # taskType, title (snake_case accepted too)
+                request[_EMBED_FIELDS.get(key, key)] = value
+            requests.append(request)
+        if len(requests) == 1:
+            return requests[0]
+        return {"requests": requests}
+
+    def build_embedding_request(self, call: EmbeddingCall, state: ServerState = FRESH) -> Request:
+        return Request("POST", self._embed_urls[len(call.inputs) > 1], self._headers,
+                       dumps(self.build_embedding_body(call)))
+
+    def parse_embedding_response(self, call: EmbeddingCall, response: RawResponse) -> EmbeddingPart:
+        data = decode_json(response, self.provider)
+        if len(call.inputs) == 1:
+            one = data.get("embedding") if isinstance(data, dict) else None
+            items = [one] if one is not None else None
+        else:
+            items = data.get("embeddings") if isinstance(data, dict) else None
+        if not isinstance(items, list) or len(items) != len(call.inputs):
+            got = f"{len(items)} embeddings" if isinstance(items, list) else "no embeddings"
+            raise ResponseError(f"the embeddings response has {got} for {len(call.inputs)} inputs",
+                                status_code=response.status, url=response.url, method=response.method,
+                                provider=self.provider)
+        vectors = [float_vector(item.get("values") if isinstance(item, dict) else None, call.as_numpy,
+                                self.provider) for item in items]
+        return EmbeddingPart(vectors, None, self.model_name)
 
     # -- responses ------------------------------------------------------------------------
 

@@ -35,10 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from .._keywords import LOCAL_KEYWORDS
-from ..errors import APITimeoutError, ConfigurationError, InvalidInputError
-from ..types import Call, Completion, RawResponse, Request
+from .._state import FRESH, ServerState
+from ..errors import APITimeoutError, ConfigurationError, GenAIError, InvalidInputError
+from ..types import Call, Completion, EmbeddingCall, EmbeddingPart, RawResponse, Request
 from ._base import Codec, StreamParser, decode_json, dumps
-from .openai import OpenAIStreamParser, base_body, completion_from_json
+from .openai import OpenAIStreamParser, base_body, completion_from_json, embedding_body, embeddings_from_json
 
 logger = logging.getLogger("gen_ai")
 
@@ -149,7 +150,8 @@ class LocalCodec(Codec):
         self.chat_format = chat_format
         self.logits_all = logits_all  # llama.cpp keeps every position's logits: needed for logprobs
         self._urls = {"chat": f"local://{self.model_id}/chat/completions",
-                      "completion": f"local://{self.model_id}/completions"}
+                      "completion": f"local://{self.model_id}/completions",
+                      "embedding": f"local://{self.model_id}/embeddings"}
 
     def __repr__(self) -> str:
         return f"<LocalCodec model={self.model_path!r} n_ctx={self.n_ctx}>"
@@ -175,6 +177,23 @@ class LocalCodec(Codec):
 
     def parse_response(self, call: Call, response: RawResponse) -> Completion:
         return completion_from_json(decode_json(response, self.provider), call.kind, response, self.provider)
+
+    # -- embeddings: llama.cpp with embedding=True (mean pooling), same OpenAI JSON ------------
+
+    embedding_batch_size = 64
+    embedding_max_batch = 2048
+
+    def build_embedding_request(self, call: EmbeddingCall, state: ServerState = FRESH) -> Request:
+        if call.dimensions is not None:
+            raise InvalidInputError("dimensions: the local model always returns vectors of its own size "
+                                    "(n_embd); it cannot shorten them",
+                                    suggestion="Leave dimensions out (or slice the vectors yourself).",
+                                    field="dimensions")
+        body = embedding_body(call, self.model_id, "float")
+        return Request("POST", self._urls["embedding"], {}, dumps(body))
+
+    def parse_embedding_response(self, call: EmbeddingCall, response: RawResponse) -> EmbeddingPart:
+        return embeddings_from_json(decode_json(response, self.provider), call, response, self.provider)
 
     def stream_parser(self, call: Call, headers: Mapping[str, str]) -> StreamParser:
         return OpenAIStreamParser(call.kind, self.provider, headers)
@@ -245,6 +264,7 @@ class LocalModel:
         self.codec = codec
         self.lock = threading.Lock()
         self._llama: Any = None
+        self._embedder: Any = None
         self._grammars: dict[str, Any] = {}
 
     # Must be called with the lock held.
@@ -253,7 +273,21 @@ class LocalModel:
             self._llama = self._load()
         return self._llama
 
-    def _load(self) -> Any:
+    # Must be called with the lock held.
+    def embedder(self) -> Any:
+        """A second llama.cpp context over the same file, made for embeddings (mean pooling:
+        one vector per text even for a decoder-only chat model), loaded on first use."""
+        if self._embedder is None:
+            self._embedder = self._load(embedding=True)
+        return self._embedder
+
+    def embed(self, body: dict[str, Any]) -> dict[str, Any]:
+        llama = self.embedder()
+        result: dict[str, Any] = llama.create_embedding(body["input"])
+        result["model"] = body.get("model")
+        return result
+
+    def _load(self, embedding: bool = False) -> Any:
         codec = self.codec
         try:
             import llama_cpp
@@ -298,6 +332,10 @@ class LocalModel:
 
         options: dict[str, Any] = {"model_path": codec.model_path, "n_ctx": codec.n_ctx, "verbose": False,
                                    "n_gpu_layers": codec.n_gpu_layers}
+        if embedding:
+            # A pooled sequence must fit in one micro-batch: the whole context.
+            options.update(embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
+                           n_batch=codec.n_ctx, n_ubatch=codec.n_ctx)
         if codec.n_threads is not None:
             options["n_threads"] = codec.n_threads
         if codec.seed is not None:
@@ -308,7 +346,7 @@ class LocalModel:
             options["logits_all"] = True
         start = time.perf_counter()
         try:
-            llama = CheckedLlama(**options)
+            llama = (llama_cpp.Llama if embedding else CheckedLlama)(**options)
         except (ValueError, RuntimeError, OSError) as exc:
             raise ConfigurationError(
                 f"llama.cpp could not load model file {codec.model_path!r}: {exc}",
@@ -486,6 +524,15 @@ class LocalTransport:
         model = self.model
         start = time.monotonic()
         _acquire(model, timeout)
+        if "input" in body:  # /embeddings
+            try:
+                return RawResponse(200, _JSON_HEADERS, dumps(model.embed(body)), request.url, request.method)
+            except GenAIError:
+                raise
+            except Exception as exc:
+                return _error_response(exc, request)
+            finally:
+                model.lock.release()
         try:
             llama, kwargs = model.prepare(body, start + timeout, stream=False)
             n = int(body.get("n") or 1)

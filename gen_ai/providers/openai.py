@@ -41,14 +41,27 @@ from ..errors import (
     StreamError,
     StreamTruncatedError,
 )
-from ..types import Call, Completion, RawResponse, Request, StreamEvent, TokenLogprob, ToolCall, Usage
+from ..types import (
+    Call,
+    Completion,
+    EmbeddingCall,
+    EmbeddingPart,
+    RawResponse,
+    Request,
+    StreamEvent,
+    TokenLogprob,
+    ToolCall,
+    Usage,
+)
 from ._base import (
     Codec,
     StreamParser,
+    base64_vector,
     decode_json,
     describe_body,
     dumps,
     error_details,
+    float_vector,
     json_headers,
     status_error,
     token_count,
@@ -70,6 +83,9 @@ SERVERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "lmstudio": (("json_schema",), ()),
     "ollama": (("json_schema",), ()),
     "structured_outputs": (("structured_outputs",), ("structured_outputs",)),
+    # litellm's proxy: rejects response_format on /completions (500) but passes other
+    # top-level fields on; behind it a "hosted_vllm/" model is detected as "vllm".
+    "litellm": (("json_schema", "json_object"), ("json_schema", "grammar")),
 }
 # create_client(dialect=...) -> server profile (None: detect). A dialect name picks the
 # profile that starts with it.
@@ -112,6 +128,36 @@ def detect_server(response: RawResponse | None) -> str | None:
     if cards and all(card.get("owned_by") and card.get("owned_by") == card.get("id") for card in cards):
         return "tgi"
     return "openai"
+
+
+def litellm_backend(response: RawResponse | None, model: str) -> str | None:
+    """litellm's ``GET /v1/model/info`` -> "vllm" when ``model`` is routed to a vLLM server
+    (``hosted_vllm/`` prefix), "litellm" for any other route; None when this is not litellm."""
+    if response is None or response.status != 200:
+        return None
+    try:
+        entries: Any = json.loads(response.body).get("data")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(entries, list) or not entries:
+        return None
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("litellm_params"), dict):
+            return None
+        if entry.get("model_name") == model:
+            routed = str(entry["litellm_params"].get("model") or "")
+            return "vllm" if routed.startswith("hosted_vllm/") else "litellm"
+    return "litellm"
+
+
+def _owned_by_openai(response: RawResponse | None) -> bool:
+    """Every model "owned_by": "openai": litellm's proxy answers so (and OpenAI itself)."""
+    try:
+        cards: Any = json.loads(response.body).get("data") if response is not None else None
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(cards, list) and bool(cards) and all(
+        isinstance(c, dict) and c.get("owned_by") == "openai" for c in cards)
 
 
 def vllm_profile(response: RawResponse | None) -> tuple[str, str | None]:
@@ -222,6 +268,7 @@ class OpenAICodec(Codec):
         strict_schema: bool = True,
         headers: Mapping[str, str] | None = None,
         stream_usage: bool = True,
+        embedding_encoding: str = "base64",
     ) -> None:
         api_key = api_key if api_key is not None else os.environ.get(self.env_api_key)
         endpoint = endpoint or os.environ.get(self.env_endpoint)
@@ -252,7 +299,14 @@ class OpenAICodec(Codec):
         self.stream_usage = stream_usage  # False: never ask; True: ask until the server rejects it
         self._headers = json_headers({"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}, headers)
         self._probe_headers = {k: v for k, v in self._headers.items() if k != "Content-Type"}
-        self._urls = {"chat": f"{self.base_url}/chat/completions", "completion": f"{self.base_url}/completions"}
+        self._urls = {"chat": f"{self.base_url}/chat/completions", "completion": f"{self.base_url}/completions",
+                      "embedding": f"{self.base_url}/embeddings"}
+        if embedding_encoding not in ("base64", "float"):
+            raise ConfigurationError(f"embedding_encoding={embedding_encoding!r} is not known",
+                                     suggestion="Use 'base64' (default, faster) or 'float'.",
+                                     field="embedding_encoding")
+        # As configured; a server that rejects base64 is learned in the client's ServerState.
+        self.embedding_encoding = embedding_encoding
         # Known from the model name (configuration, not learned): the chat body's max-tokens field
         # and the parameters this model rejects. What 4xx answers teach is in ServerState
         # (max_tokens_field, rejected_fields), see adapt_reasoning_params().
@@ -402,6 +456,9 @@ class OpenAICodec(Codec):
             return None
         return Request("GET", f"{self.base_url}/models", self._probe_headers, facts="models")
 
+    def models_request(self) -> Request | None:
+        return Request("GET", f"{self.base_url}/models", self._probe_headers)
+
     def learn(self, call: Call, request: Request, response: RawResponse | None,
               found: dict[str, Any]) -> Request | None:
         """Read a probe's answer into ``found``; return a follow-up probe or None."""
@@ -413,6 +470,15 @@ class OpenAICodec(Codec):
                 parts = urlsplit(self.base_url)
                 return Request("GET", f"{parts.scheme}://{parts.netloc}/version", self._probe_headers,
                                facts="version")
+            host = urlsplit(self.base_url).hostname or ""
+            if server == "openai" and _owned_by_openai(response) and not host.endswith(("openai.com", "azure.com")):
+                # litellm's proxy looks like OpenAI here; its /model/info tells it and its backend.
+                return Request("GET", f"{self.base_url}/model/info", self._probe_headers, facts="litellm")
+            return None
+        if request.facts == "litellm":
+            backend = litellm_backend(response, self.model_name)
+            if backend is not None:
+                found["server"] = backend
             return None
         found["server"], found["version"] = vllm_profile(response)
         return None
@@ -436,9 +502,13 @@ class OpenAICodec(Codec):
             return None
         learned, dialect = used
         chain = self.dialects(call.kind, state)
-        position = chain.index(dialect) if dialect in chain else len(chain)
+        if dialect not in chain:
+            # Detection finished after this request was built (it waited past the probe's
+            # timeout) and the server's list has no such dialect: send again from that list.
+            return {}
+        position = chain.index(dialect)
         if position + 1 >= len(chain):
-            tried = ", ".join(chain[: position + 1]) or dialect
+            tried = ", ".join(chain[: position + 1])
             error.suggestion = (
                 f"The server rejected guided_json as {dialect!r}, and no other structured-output field this "
                 f"server ({self.profile(state)}) enforces is left to try (tried: {tried}). "
@@ -446,6 +516,29 @@ class OpenAICodec(Codec):
             )
             return None
         return {"chat_dialect" if call.kind == "chat" else "completion_dialect": (learned, chain[position + 1])}
+
+    # -- embeddings -----------------------------------------------------------------------
+
+    embedding_batch_size = 256
+    embedding_max_batch = 2048  # CreateEmbeddingRequest.input maxItems
+
+    def build_embedding_body(self, call: EmbeddingCall, state: ServerState = FRESH) -> dict[str, Any]:
+        base64 = self.embedding_encoding == "base64" and state.embedding_base64
+        return embedding_body(call, self.model_name, "base64" if base64 else "float")
+
+    def build_embedding_request(self, call: EmbeddingCall, state: ServerState = FRESH) -> Request:
+        return Request("POST", self._urls["embedding"], self._headers, dumps(self.build_embedding_body(call, state)))
+
+    def parse_embedding_response(self, call: EmbeddingCall, response: RawResponse) -> EmbeddingPart:
+        return embeddings_from_json(decode_json(response, self.provider), call, response, self.provider)
+
+    def embedding_fallback(self, call: EmbeddingCall, request: Request, error: GenAIError,
+                           state: ServerState) -> Changes | None:
+        # A server without base64 vectors (it names the field): ask it for floats from now on.
+        if (error.status_code in (400, 422, 500) and "encoding_format" in (error.message or "").lower()
+                and b'"encoding_format":"base64"' in (request.body or b"")):
+            return {"embedding_base64": (True, False)}
+        return None
 
     # -- responses ------------------------------------------------------------------------
 
@@ -579,6 +672,42 @@ def logprobs_from_json(value: Any) -> list[TokenLogprob] | None:
                                               key=lambda t: -t[1])))
         return legacy
     return None
+
+
+def embedding_body(call: EmbeddingCall, model: str, encoding: str) -> dict[str, Any]:
+    """The CreateEmbeddingRequest body (also sent by Azure and the local provider)."""
+    body: dict[str, Any] = {"model": model, "input": call.inputs}
+    if encoding == "base64":
+        body["encoding_format"] = "base64"
+    if call.dimensions is not None:
+        body["dimensions"] = call.dimensions
+    if call.extra:
+        body.update(call.extra)
+    return body
+
+
+def embeddings_from_json(data: Any, call: EmbeddingCall, response: RawResponse, provider: str) -> EmbeddingPart:
+    """A CreateEmbeddingResponse: ``data[].embedding`` as floats or base64, put in input order."""
+    items = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(items, list) or len(items) != len(call.inputs):
+        message, _, _ = error_details(response.body)
+        got = f"{len(items)} embeddings" if isinstance(items, list) else "no 'data' list"
+        raise ResponseError(f"the embeddings response has {got} for {len(call.inputs)} inputs: {message[:200]}",
+                            status_code=response.status, url=response.url, method=response.method,
+                            provider=provider)
+    vectors: list[Any] = [None] * len(items)
+    as_numpy = call.as_numpy
+    for position, item in enumerate(items):
+        index = item.get("index", position) if isinstance(item, dict) else None
+        if not isinstance(index, int) or not 0 <= index < len(items) or vectors[index] is not None:
+            raise ResponseError(f"the embeddings response has a bad or repeated index {index!r}", provider=provider,
+                                status_code=response.status, url=response.url, method=response.method)
+        values = item.get("embedding")
+        vectors[index] = (base64_vector(values, as_numpy, provider) if isinstance(values, str)
+                          else float_vector(values, as_numpy, provider))
+    usage = data.get("usage")
+    tokens = (usage.get("prompt_tokens") or usage.get("total_tokens") or 0) if isinstance(usage, dict) else None
+    return EmbeddingPart(vectors, None if tokens is None else Usage(tokens, 0, tokens), data.get("model"))
 
 
 def usage_from_json(usage: Any) -> Usage | None:
