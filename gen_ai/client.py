@@ -655,15 +655,15 @@ class Client:
 
     # -- embeddings -------------------------------------------------------------------------
 
-    def embedding_call(self, texts: Any, dimensions: Any = None, timeout: Any = 30, as_numpy: bool = False,
+    def embedding_call(self, texts: Any, dimensions: Any = None, timeout: Any = None, as_numpy: bool = False,
                        batch_size: Any = None, max_concurrent: Any = 4,
                        extra: dict[str, Any] | None = None) -> EmbeddingCall:
         """Validate an embeddings call and build it (raises ``InvalidInputError`` naming the bad
         index before anything is sent)."""
-        return _embedding_call(self._codec, texts, dimensions, timeout, as_numpy, batch_size, max_concurrent,
-                               extra or {})
+        return _embedding_call(self._codec, texts, dimensions, self._timeout_for(timeout), as_numpy, batch_size,
+                               max_concurrent, extra or {})
 
-    def run_embeddings(self, texts: list[str], dimensions: int | None = None, timeout: float = 30,
+    def run_embeddings(self, texts: list[str], dimensions: int | None = None, timeout: float | None = None,
                        return_error: bool = False, *, as_numpy: bool = False, batch_size: int | None = None,
                        max_concurrent: int = 4, **extra: Any) -> Any:
         """Embed ``texts``: returns ``Embeddings``, a list of vectors in input order (lists of
@@ -681,7 +681,7 @@ class Client:
             raise exc.redact(self._secrets) from None
         return (result, None) if return_error else result
 
-    async def arun_embeddings(self, texts: list[str], dimensions: int | None = None, timeout: float = 30,
+    async def arun_embeddings(self, texts: list[str], dimensions: int | None = None, timeout: float | None = None,
                               return_error: bool = False, *, as_numpy: bool = False,
                               batch_size: int | None = None, max_concurrent: int = 4, **extra: Any) -> Any:
         """Async twin of ``run_embeddings``."""
@@ -762,7 +762,7 @@ class Client:
                                 requests_per_minute=requests_per_minute,
                                 tokens_per_minute=tokens_per_minute, **extra)
 
-    def run_embeddings_batch(self, texts: list[str], dimensions: int | None = None, timeout: float = 60,
+    def run_embeddings_batch(self, texts: list[str], dimensions: int | None = None, timeout: float | None = None,
                              batch_size: int | None = None, max_concurrent: int = 8, return_error: bool = False,
                              progress: Any = None, requests_per_minute: float | None = None,
                              tokens_per_minute: float | None = None, as_numpy: bool = False,
@@ -777,7 +777,7 @@ class Client:
                                     requests_per_minute=requests_per_minute,
                                     tokens_per_minute=tokens_per_minute, as_numpy=as_numpy, **extra)
 
-    async def arun_embeddings_batch(self, texts: list[str], dimensions: int | None = None, timeout: float = 60,
+    async def arun_embeddings_batch(self, texts: list[str], dimensions: int | None = None, timeout: float | None = None,
                                     batch_size: int | None = None, max_concurrent: int = 8,
                                     return_error: bool = False, progress: Any = None,
                                     requests_per_minute: float | None = None,
