@@ -345,6 +345,120 @@ def run_stream(lib: str, base: str, opts: dict[str, Any]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------
+# Streamed tool calls: 2,000 argument fragments of one call, merged by index
+# ------------------------------------------------------------------------------------------
+
+TOOL = {"type": "function", "function": {"name": "record", "parameters": {
+    "type": "object", "properties": {"items": {"type": "array", "items": {"type": "string"}}}}}}
+
+
+def _tool_stream(lib: str, base: str) -> Callable[[], Any]:
+    """A function that runs one tool-call stream to its end, yielding once per argument
+    fragment as it is merged, and checks the assembled call at the end."""
+    def check(name: str, arguments: str) -> None:
+        if name != "record" or not arguments.endswith('"last"]}'):
+            raise SystemExit(f"{lib} assembled the tool call wrongly: {name!r} {arguments[-40:]!r}")
+
+    if lib == "gen_ai":
+        from gen_ai import create_client
+
+        client = create_client("openai", api_key=API_KEY, endpoint=base, model_name=MODEL)
+
+        def gen() -> Any:
+            stream = client.run_chat_completions_stream(MESSAGES, max_tokens=MAX_TOKENS, tools=[TOOL])
+            for event in stream.events():
+                if event.type == "tool_call_delta":
+                    yield event
+            (call,) = stream.tool_calls
+            check(call.name, call.arguments)
+
+        return gen
+    if lib == "openai":
+        from openai import OpenAI
+
+        oc = OpenAI(api_key=API_KEY, base_url=base)
+
+        def gen() -> Any:
+            calls: dict[int, list[Any]] = {}  # index -> [name, [fragments]], as the SDK's users merge them
+            for chunk in oc.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS,
+                                                    stream=True, tools=[TOOL]):
+                if chunk.choices and chunk.choices[0].delta.tool_calls:
+                    for tc in chunk.choices[0].delta.tool_calls:
+                        slot = calls.setdefault(tc.index, [None, []])
+                        if tc.function and tc.function.name:
+                            slot[0] = tc.function.name
+                        if tc.function and tc.function.arguments:
+                            slot[1].append(tc.function.arguments)
+                            yield tc
+            check(calls[0][0], "".join(calls[0][1]))
+
+        return gen
+    if lib == "raw_httpclient":
+        import http.client
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(base)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port)
+        path = parts.path + "/chat/completions"
+
+        def gen() -> Any:
+            conn.request("POST", path, body=_body(stream=True), headers=_HEADERS)
+            resp = conn.getresponse()
+            buf = b""
+            loads = json.loads
+            calls: dict[int, list[Any]] = {}
+            while True:
+                chunk = resp.read1(65536)
+                if not chunk:
+                    resp.close()
+                    break
+                lines = (buf + chunk).split(b"\n")
+                buf = lines.pop()
+                for line in lines:
+                    if line.startswith(b"data: ") and line != b"data: [DONE]":
+                        choices = loads(line[6:])["choices"]
+                        if choices:
+                            for tc in choices[0]["delta"].get("tool_calls") or ():
+                                slot = calls.setdefault(tc.get("index", 0), [None, []])
+                                function = tc.get("function") or {}
+                                if function.get("name"):
+                                    slot[0] = function["name"]
+                                if function.get("arguments"):
+                                    slot[1].append(function["arguments"])
+                                    yield tc
+            check(calls[0][0], "".join(calls[0][1]))
+
+        return gen
+    raise SystemExit(f"unknown lib {lib}")
+
+
+def run_tools(lib: str, base: str, opts: dict[str, Any]) -> dict[str, Any]:
+    start_stream = _tool_stream(lib, base)
+    for _ in range(opts.get("warmup", 1)):
+        for _ in start_stream():
+            pass
+    rates, ttfds = [], []
+    fragments = 0
+    total = 0.0
+    for _ in range(opts["streams"]):
+        start = time.perf_counter()
+        first = None
+        fragments = 0
+        for _ in start_stream():
+            if first is None:
+                first = time.perf_counter() - start
+            fragments += 1
+        elapsed = time.perf_counter() - start
+        total += elapsed
+        rates.append(fragments / elapsed)
+        ttfds.append(first or 0.0)
+    rates.sort()
+    ttfds.sort()
+    return {"value": rates[len(rates) // 2], "ttfd_ms": ttfds[len(ttfds) // 2] * 1000, "deltas": fragments,
+            "streams": opts["streams"], "seconds": total, "rss_mb": _peak_rss_mb()}
+
+
+# ------------------------------------------------------------------------------------------
 # gen_ai's batch API (issue 5), in memory and file-based
 # ------------------------------------------------------------------------------------------
 
@@ -416,8 +530,112 @@ def run_batch_file(lib: str, base: str, opts: dict[str, Any]) -> dict[str, Any]:
             "rss_mb": _peak_rss_mb()}
 
 
-METRICS = {"seq": run_seq, "async": run_async, "stream": run_stream, "batch": run_batch,
+METRICS = {"seq": run_seq, "async": run_async, "stream": run_stream, "tools": run_tools, "batch": run_batch,
            "batch_file": run_batch_file}
+
+
+# -- embeddings: EMBED_BATCH texts per request; value = texts per second ----------------------------
+
+EMBED_BATCH = 16
+
+
+def run_embeddings(lib: str, base: str, opts: dict[str, Any]) -> dict[str, Any]:
+    import asyncio
+
+    n, concurrency = opts["calls"], opts["concurrency"]
+    texts = [f"benchmark text number {i}" for i in range(EMBED_BATCH)]
+    b64_base = base.replace("/v1", "/b64/v1")
+
+    async def main() -> tuple[float, int]:
+        if lib in ("gen_ai", "gen_ai_float"):
+            from gen_ai import create_client
+
+            float_only = lib == "gen_ai_float"
+            client = create_client("openai", api_key=API_KEY, endpoint=base if float_only else b64_base,
+                                   model_name=MODEL, max_connections=concurrency,
+                                   embedding_encoding="float" if float_only else "base64")
+
+            async def call() -> int:
+                return len(await client.arun_embeddings(texts))
+
+            close = client.aclose
+        elif lib == "openai":
+            from openai import AsyncOpenAI
+
+            oc = AsyncOpenAI(api_key=API_KEY, base_url=b64_base)  # the SDK asks for base64 by default
+
+            async def call() -> int:
+                return len((await oc.embeddings.create(model=MODEL, input=texts)).data)
+
+            close = oc.close
+        else:  # raw_aiohttp (JSON floats) / raw_aiohttp_b64 (base64 decoded with array)
+            import array
+            import base64 as b64
+
+            import aiohttp
+
+            session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency))
+            as_b64 = lib == "raw_aiohttp_b64"
+            url = (b64_base if as_b64 else base) + "/embeddings"
+            payload = json.dumps({"model": MODEL, "input": texts,
+                                  **({"encoding_format": "base64"} if as_b64 else {})}).encode()
+
+            async def call() -> int:
+                async with session.post(url, data=payload, headers=_HEADERS) as r:
+                    data = json.loads(await r.read())
+                vectors = []
+                for item in data["data"]:
+                    if as_b64:
+                        floats = array.array("f")
+                        floats.frombytes(b64.b64decode(item["embedding"]))
+                        vectors.append(floats.tolist())
+                    else:
+                        vectors.append(item["embedding"])
+                return len(vectors)
+
+            close = session.close
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one() -> int:
+            async with sem:
+                return await call()
+
+        await asyncio.gather(*(one() for _ in range(64)))  # warm-up
+        start = time.perf_counter()
+        counts = await asyncio.gather(*(one() for _ in range(n)))
+        elapsed = time.perf_counter() - start
+        await close()
+        assert all(c == EMBED_BATCH for c in counts)
+        return elapsed, sum(counts)
+
+    elapsed, texts_done = asyncio.run(main())
+    return {"value": texts_done / elapsed, "calls": n, "seconds": elapsed, "failures": 0, "rss_mb": _peak_rss_mb()}
+
+
+def run_replicas(lib: str, base: str, opts: dict[str, Any]) -> dict[str, Any]:
+    """The list batch through one client: one endpoint (gen_ai) or the stub's two ports."""
+    from gen_ai import create_client
+
+    n, concurrency = opts["calls"], opts["concurrency"]
+    endpoint: Any = base
+    if lib == "gen_ai_2_replicas":
+        from urllib.parse import urlsplit
+
+        port = urlsplit(base).port or 80
+        endpoint = [base, base.replace(f":{port}/", f":{port + 1}/")]
+    client = create_client("openai", api_key=API_KEY, endpoint=endpoint, model_name=MODEL)
+    kwargs = dict(max_tokens=MAX_TOKENS, max_concurrent=concurrency, progress=False, return_error=True)
+    client.run_chat_completions_batch([MESSAGES] * 64, **kwargs)
+    start = time.perf_counter()
+    results, errors = client.run_chat_completions_batch([MESSAGES] * n, **kwargs)
+    elapsed = time.perf_counter() - start
+    failures = sum(1 for e in errors if e is not None)
+    client.close()
+    return {"value": n / elapsed, "calls": n, "seconds": elapsed, "failures": failures, "rss_mb": _peak_rss_mb()}
+
+
+METRICS["embeddings"] = run_embeddings
+METRICS["replicas"] = run_replicas
 
 
 if __name__ == "__main__":

@@ -47,11 +47,14 @@ VENVS: dict[str, list[str]] = {
 }
 LIB_VENV = {"gen_ai": "genai", "raw_httpclient": "genai", "raw_httpx": "genai", "raw_aiohttp": "genai",
             "openai": "openai", "litellm": "litellm", "aisuite": "aisuite", "anyllm": "anyllm",
-            "gen_ai_otel_idle": "genai-otel", "gen_ai_otel_memory": "genai-otel"}
+            "gen_ai_otel_idle": "genai-otel", "gen_ai_otel_memory": "genai-otel",
+            "gen_ai_float": "genai", "raw_aiohttp_b64": "genai", "gen_ai_2_replicas": "genai"}
 LIB_LABEL = {"gen_ai": "gen_ai", "openai": "openai SDK", "litellm": "litellm", "aisuite": "aisuite",
              "anyllm": "any-llm", "raw_httpclient": "raw http.client", "raw_httpx": "raw httpx",
              "raw_aiohttp": "raw aiohttp", "gen_ai_otel_idle": "gen_ai + OTel SDK, no provider",
-             "gen_ai_otel_memory": "gen_ai + OTel, in-memory exporter"}
+             "gen_ai_otel_memory": "gen_ai + OTel, in-memory exporter",
+             "gen_ai_float": "gen_ai, JSON floats", "raw_aiohttp_b64": "raw aiohttp, base64",
+             "gen_ai_2_replicas": "gen_ai, 2 replicas"}
 IMPORTS = {"gen_ai": "import gen_ai", "openai": "import openai", "litellm": "import litellm",
            "aisuite": "import aisuite", "anyllm": "import any_llm"}
 
@@ -78,6 +81,8 @@ FIRSTCALL = {
 }
 
 STREAM_CHUNKS = 2000
+EMBED_BATCH = 16  # texts per embeddings request (the stub's answer always holds this many)
+EMBED_DIMS = 64
 CHAT_JSON = {
     "id": "chatcmpl-bench", "object": "chat.completion", "created": 1700000000, "model": "bench",
     "system_fingerprint": "fp_bench",
@@ -101,8 +106,12 @@ PLAN = {
               "calls_for": {"openai": (5000, 1000), "anyllm": (5000, 1000), "raw_httpx": (2000, 500),
                             "litellm": (2000, 500), "gen_ai_otel_memory": (5000, 1000)}},
     "stream": {"runs": (3, 2), "streams": (5, 2), "streams_for": {"litellm": (2, 1), "anyllm": (3, 1)}},
+    "tools": {"runs": (3, 2), "streams": (5, 2)},
     "batch": {"runs": (3, 2), "calls": (20000, 4000), "concurrency": 256},
     "batch_file": {"runs": (3, 2), "calls": (20000, 4000), "concurrency": 256},
+    # requests of EMBED_BATCH texts; the value is texts per second
+    "embeddings": {"runs": (3, 2), "calls": (5000, 1000), "concurrency": 64},
+    "replicas": {"runs": (3, 2), "calls": (20000, 4000), "concurrency": 256},
 }
 METRIC_LIBS = {
     "import": ["gen_ai", "openai", "litellm", "aisuite", "anyllm"],
@@ -112,8 +121,11 @@ METRIC_LIBS = {
     "async": ["gen_ai", "raw_aiohttp", "raw_httpx", "openai", "litellm", "anyllm",
               "gen_ai_otel_idle", "gen_ai_otel_memory"],
     "stream": ["gen_ai", "raw_httpclient", "openai", "litellm", "anyllm"],
+    "tools": ["gen_ai", "raw_httpclient", "openai"],
     "batch": ["gen_ai"],
     "batch_file": ["gen_ai"],
+    "embeddings": ["gen_ai", "gen_ai_float", "openai", "raw_aiohttp", "raw_aiohttp_b64"],
+    "replicas": ["gen_ai", "gen_ai_2_replicas"],
 }
 
 
@@ -218,12 +230,59 @@ def write_stub_files() -> None:
         parts.append("data: [DONE]\n\n")
         with open(os.path.join(stub, name), "w") as f:
             f.write("".join(parts))
+    write_tool_stream(stub)
+    for as_base64, name in ((False, "embeddings.json"), (True, "embeddings_b64.json")):
+        with open(os.path.join(stub, name), "w") as f:
+            f.write(json.dumps(_embed_body(as_base64), separators=(",", ":")))
+
+
+def write_tool_stream(stub: str) -> None:
+    """``tool_stream.sse``: one tool call whose JSON arguments arrive in STREAM_CHUNKS fragments.
+    Only the first fragment carries the call's id and name, as OpenAI and vLLM send them."""
+    def sse(obj: Any) -> str:
+        return "data: " + json.dumps(obj, separators=(",", ":")) + "\n\n"
+
+    head = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1700000000, "model": "bench",
+            "system_fingerprint": "fp_bench"}
+    pieces = ['{"items": ['] + [f'"item {i}", ' for i in range(STREAM_CHUNKS - 2)] + ['"last"]}']
+    parts = []
+    for i, piece in enumerate(pieces):
+        call: dict[str, Any] = {"index": 0, "function": {"arguments": piece}}
+        if i == 0:
+            call = {"index": 0, "id": "call_bench", "type": "function",
+                    "function": {"name": "record", "arguments": piece}}
+        delta: dict[str, Any] = {"tool_calls": [call]}
+        if i == 0:
+            delta = {"role": "assistant", "content": None, **delta}
+        parts.append(sse({**head, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]}))
+    parts.append(sse({**head, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "tool_calls"}]}))
+    parts.append(sse({**head, "choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": STREAM_CHUNKS,
+                                                       "total_tokens": 11 + STREAM_CHUNKS}}))
+    parts.append("data: [DONE]\n\n")
+    with open(os.path.join(stub, "tool_stream.sse"), "w") as f:
+        f.write("".join(parts))
+
+
+def _embed_body(as_base64: bool) -> dict[str, Any]:
+    import array
+    import base64
+    import random
+
+    rng = random.Random(7)
+    data = []
+    for i in range(EMBED_BATCH):
+        vec = array.array("f", [rng.uniform(-0.2, 0.2) for _ in range(EMBED_DIMS)])
+        emb: Any = base64.b64encode(vec.tobytes()).decode() if as_base64 else [float(f"{v:.8g}") for v in vec]
+        data.append({"object": "embedding", "index": i, "embedding": emb})
+    return {"object": "list", "data": data, "model": "bench",
+            "usage": {"prompt_tokens": 4 * EMBED_BATCH, "total_tokens": 4 * EMBED_BATCH}}
 
 
 def write_nginx_conf(port: int) -> str:
     with open(os.path.join(HERE, "nginx.conf.template")) as f:
         conf = f.read()
-    for key, value in (("@PORT@", str(port)), ("@WORK@", WORK),
+    for key, value in (("@PORT@", str(port)), ("@PORT2@", str(port + 1)), ("@WORK@", WORK),
+
                        ("@CHAT_JSON@", json.dumps(CHAT_JSON, separators=(",", ":"))),
                        ("@TEXT_JSON@", json.dumps(TEXT_JSON, separators=(",", ":")))):
         conf = conf.replace(key, value)
@@ -268,7 +327,8 @@ class Stub:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
         for path, check in (("/v1/chat/completions", lambda b: json.loads(b)["object"] == "chat.completion"),
                             ("/v1/completions", lambda b: json.loads(b)["object"] == "text_completion"),
-                            ("/stream/v1/chat/completions", lambda b: b.count(b"\n\ndata: ") == STREAM_CHUNKS + 2)):
+                            ("/stream/v1/chat/completions", lambda b: b.count(b"\n\ndata: ") == STREAM_CHUNKS + 2),
+                            ("/tools/v1/chat/completions", lambda b: b.count(b"\n\ndata: ") == STREAM_CHUNKS + 2)):
             conn.request("POST", path, body=b'{"model":"bench"}', headers={"Content-Type": "application/json"})
             resp = conn.getresponse()
             body = resp.read()
@@ -319,7 +379,8 @@ class Runner:
         return elapsed
 
     def metric(self, metric: str, lib: str, opts: dict[str, Any]) -> dict[str, Any]:
-        base = self.stream_base if metric == "stream" else self.base
+        base = (self.stream_base if metric == "stream" else
+                f"http://127.0.0.1:{self.stub.port}/tools/v1" if metric == "tools" else self.base)
         cmd = self._cmd(lib, [os.path.join(HERE, "_metric.py"), metric, lib, base, json.dumps(opts)])
         cpu0, t0 = self.stub.cpu_seconds(), time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, cwd=WORK)
@@ -402,7 +463,7 @@ def measure(runner: Runner, metrics: list[str], libs_filter: set[str] | None, qu
             entry["rss_mb"] = max(r["rss_mb"] for r in results)
             entry["nginx_cpu"] = max(r["nginx_cpu"] for r in results)
             entry["failures"] = sum(r.get("failures", 0) for r in results)
-            if metric == "stream":
+            if metric in ("stream", "tools"):
                 entry["ttfd_ms"] = summarize([r["ttfd_ms"] for r in results], False)
             res[lib] = entry
             log(f"{metric:10s} {lib:15s} {entry['median']:10.0f}/s median, {entry['best']:10.0f} best, "
@@ -467,8 +528,12 @@ TITLES = {
     "seq": "2. Sequential non-streaming chat calls, one client reused",
     "async": "3. Async throughput at concurrency 256, and peak RSS of the process",
     "stream": f"4. Streaming: text deltas per second from the {STREAM_CHUNKS:,}-chunk SSE stream",
+    "tools": f"4b. Streamed tool calls: argument fragments per second, {STREAM_CHUNKS:,} fragments of one call",
     "batch": "5. gen_ai batch API: run_chat_completions_batch(max_concurrent=256)",
     "batch_file": "5b. gen_ai file batch: run_batch_file (checkpointing every result)",
+    "embeddings": f"6. Embeddings: texts per second, {EMBED_BATCH} texts x {EMBED_DIMS} floats per request, "
+                  "concurrency 64 (base64 vs JSON floats)",
+    "replicas": "7. One client over two endpoints vs one: run_chat_completions_batch(max_concurrent=256)",
 }
 
 
@@ -509,15 +574,15 @@ def report(results: dict[str, Any], quick: bool, pinned: bool, note: str | None 
                              f"{e['whole_median']:.1f} ({e['whole_best']:.1f}) | {r} |")
             lines.append("")
             continue
-        unit = "deltas/s" if metric == "stream" else "calls/s"
+        unit = "deltas/s" if metric == "stream" else "fragments/s" if metric == "tools" else "calls/s"
         if metric in ("batch", "batch_file"):
             lines += batch_rows(res, results.get("async", {}))
             continue
         head = f"| library | calls per run | {unit} | gen_ai ratio | peak RSS MB | nginx CPU |"
-        if metric == "stream":
-            head = (f"| library | streams per run | {unit} | gen_ai ratio | time to first delta ms | "
-                    "peak RSS MB | nginx CPU |")
-        lines += [head, "|---|---:|---:|---:|---:|---:|" + ("---:|" if metric == "stream" else "")]
+        if metric in ("stream", "tools"):
+            head = (f"| library | streams per run | {unit} | gen_ai ratio | time to first "
+                    f"{'delta' if metric == 'stream' else 'fragment'} ms | peak RSS MB | nginx CPU |")
+        lines += [head, "|---|---:|---:|---:|---:|---:|" + ("---:|" if metric in ("stream", "tools") else "")]
         for lib, e in res.items():
             if "error" in e or "skipped" in e:
                 lines.append(f"| {LIB_LABEL[lib]} | {e.get('error') or e.get('skipped')} |  |  |  |  |")
@@ -525,7 +590,7 @@ def report(results: dict[str, Any], quick: bool, pinned: bool, note: str | None 
             r = "" if lib == "gen_ai" else ratio(gen.get("median", 0), e["median"], True)
             fail = f" ({e['failures']} failed)" if e.get("failures") else ""
             cols = [LIB_LABEL[lib], f"{e['calls']:,}{fail}", f"{_fmt(e['median'])} ({_fmt(e['best'])})", r]
-            if metric == "stream":
+            if metric in ("stream", "tools"):
                 t = e["ttfd_ms"]
                 cols.append(f"{t['median']:.2f} ({t['best']:.2f})")
             cols += [f"{e['rss_mb']:.0f}", f"{e['nginx_cpu'] * 100:.0f}%"]

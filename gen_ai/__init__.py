@@ -30,7 +30,7 @@ from .errors import (
 )
 from .factory import create_client
 from .hooks import CallInfo, Hooks
-from .types import ChatResult, ChatResults, StreamEvent, ToolCall, Usage
+from .types import ChatResult, ChatResults, Embeddings, StreamEvent, ToolCall, Usage
 
 __version__ = "0.1.0"
 
@@ -43,6 +43,7 @@ __all__ = [
     "ChatResult",
     "ChatResults",
     "Usage",
+    "Embeddings",
     "ToolCall",
     "StreamEvent",
     "Hooks",

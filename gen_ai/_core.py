@@ -22,7 +22,18 @@ from typing import Any
 
 from ._state import ServerState, SingleFlight
 from .errors import APIConnectionError, APIStatusError, APITimeoutError, GenAIError, SchemaValidationError
-from .types import Call, ChatResult, ChatResults, Completion, RawResponse, Request, Usage
+from .types import (
+    Call,
+    ChatResult,
+    ChatResults,
+    Completion,
+    EmbeddingCall,
+    EmbeddingPart,
+    Embeddings,
+    RawResponse,
+    Request,
+    Usage,
+)
 
 logger = logging.getLogger("gen_ai")
 
@@ -223,7 +234,7 @@ async def _parallel_async(flows: list[Flow], transport: Any, secrets: Secrets) -
 # --------------------------------------------------------------------------------------------
 
 
-def request_flow(codec: Any, call: Call, deadline: float, max_retries: int,
+def request_flow(codec: Any, call: Call | EmbeddingCall, deadline: float, max_retries: int,
                  observer: Observer | None = None, state: ServerState | None = None) -> Flow:
     """One logical request: send, retry what is retryable, let the codec adapt on a 4xx.
 
@@ -360,11 +371,17 @@ def call_flow(codec: Any, call: Call, max_retries: int, observer: Observer | Non
         first = call.replace(n=1)
         completion = yield from request_flow(codec, first, deadline, max_retries, observer, state)
     if call.n == 1 and call.schema is None and completion.texts:  # the common case, kept lean
-        return ChatResult(completion.texts[0], finish_reason=completion.finish_reasons[0],
-                          usage=completion.usage, model=completion.model, raw=completion.raw,
-                          latency=time.perf_counter() - start, id=completion.id,
-                          tool_calls=completion.tool_calls[0] if completion.tool_calls else None)
+        result = ChatResult(completion.texts[0], finish_reason=completion.finish_reasons[0],
+                            usage=completion.usage, model=completion.model, raw=completion.raw,
+                            latency=time.perf_counter() - start, id=completion.id,
+                            tool_calls=completion.tool_calls[0] if completion.tool_calls else None)
+        if completion.reasonings is not None or completion.reasoning_details is not None \
+                or completion.logprobs is not None:
+            attach_reasoning(result, completion, 0)
+        return result
     texts = list(completion.texts[: call.n])
+    # Where each answer came from (for its reasoning and logprobs).
+    sources: list[tuple[Completion, int]] = [(completion, i) for i in range(len(texts))]
     reasons = list(completion.finish_reasons[: call.n])
     tool_calls: list[Any] = [completion.tool_calls_of(i) for i in range(len(texts))]
     usage = completion.usage
@@ -382,6 +399,7 @@ def call_flow(codec: Any, call: Call, max_retries: int, observer: Observer | Non
             [request_flow(codec, single, deadline, max_retries, observer, state)
              for _ in range(call.n - len(texts))])
         for more in extra:
+            sources.append((more, 0))
             texts.append(more.texts[0] if more.texts else "")
             reasons.append(more.finish_reasons[0] if more.finish_reasons else None)
             tool_calls.append(more.tool_calls_of(0))
@@ -413,22 +431,37 @@ def call_flow(codec: Any, call: Call, max_retries: int, observer: Observer | Non
                     retry_call = _reask_call(call, texts[i], exc)
                     fixed: Completion = yield from request_flow(codec, retry_call, deadline, max_retries, observer,
                                                                 state)
+                    sources[i] = (fixed, 0)
                     texts[i] = fixed.texts[0] if fixed.texts else ""
                     reasons[i] = fixed.finish_reasons[0] if fixed.finish_reasons else None
                     usages[i] = _add_usage(usages[i], fixed.usage)
                     usage = _add_usage(usage, fixed.usage)
     latency = time.perf_counter() - start
     if call.n == 1:
-        return ChatResult(texts[0], finish_reason=reasons[0], usage=usage, model=completion.model,
-                          raw=completion.raw, latency=latency, id=completion.id, parsed=parsed[0],
-                          tool_calls=tool_calls[0])
+        result = ChatResult(texts[0], finish_reason=reasons[0], usage=usage, model=completion.model,
+                            raw=completion.raw, latency=latency, id=completion.id, parsed=parsed[0],
+                            tool_calls=tool_calls[0])
+        if sources:
+            attach_reasoning(result, *sources[0])
+        return result
     results = [
         ChatResult(texts[i], finish_reason=reasons[i], usage=usages[i], model=completion.model,
                    raw=completion.raw, latency=latency, id=completion.id, choice_index=i,
                    parsed=parsed[i], tool_calls=tool_calls[i])
         for i in range(len(texts))
     ]
+    for result, (source, j) in zip(results, sources, strict=False):  # no choice: nothing to copy
+        attach_reasoning(result, source, j)
     return ChatResults(results, usage, completion.model, latency, completion.raw)
+
+
+def attach_reasoning(result: ChatResult, completion: Completion, i: int) -> None:
+    """Copy choice ``i``'s thinking text, opaque reasoning items and logprobs onto the result
+    (set on the instance only when present)."""
+    for name, values in (("reasoning", completion.reasonings), ("reasoning_details", completion.reasoning_details),
+                         ("logprobs", completion.logprobs)):
+        if values is not None and i < len(values) and values[i] is not None:
+            setattr(result, name, values[i])
 
 
 def stream_open_flow(codec: Any, call: Call, max_retries: int, state: ServerState | None = None) -> Flow:
@@ -456,3 +489,93 @@ def _add_usage(a: Usage | None, b: Usage | None) -> Usage | None:
     if a is None:
         return b
     return a + b
+
+
+# --------------------------------------------------------------------------------------------
+# Embeddings
+# --------------------------------------------------------------------------------------------
+
+
+class _EmbeddingCodec:
+    """A codec's embedding functions under the names ``request_flow`` calls, so embeddings get
+    the very same retries, backoff, adaptation and scrubbing as every completion."""
+
+    __slots__ = ("codec", "provider")
+
+    def __init__(self, codec: Any) -> None:
+        self.codec = codec
+        self.provider = codec.provider
+
+    def build_request(self, call: Any, state: ServerState) -> Request:
+        request: Request = self.codec.build_embedding_request(call, state)
+        return request
+
+    def parse_response(self, call: Any, response: RawResponse) -> Any:
+        return self.codec.parse_embedding_response(call, response)
+
+    def parse_error(self, response: RawResponse) -> GenAIError:
+        error: GenAIError = self.codec.parse_error(response)
+        return error
+
+    def fallback(self, call: Any, request: Request, error: GenAIError, state: ServerState) -> Any:
+        return self.codec.embedding_fallback(call, request, error, state)
+
+    def secrets(self) -> Any:
+        return self.codec.secrets()
+
+    # request_flow asks every codec for these (credentials refreshed off the event loop).
+    @property
+    def blocking_credentials(self) -> bool:
+        return bool(getattr(self.codec, "blocking_credentials", False))
+
+    def refresh_credentials(self) -> None:
+        self.codec.refresh_credentials()
+
+
+def embedding_chunks(codec: Any, call: EmbeddingCall) -> list[EmbeddingCall]:
+    """The call split into requests of ``call.batch_size`` inputs (default: the codec's), never
+    more than the provider's own per-request limit."""
+    size = call.batch_size or codec.embedding_batch_size
+    limit = codec.embedding_max_batch
+    if limit and size > limit:
+        size = limit
+    inputs = call.inputs
+    if len(inputs) <= size:
+        return [call]
+    return [call.replace(inputs=inputs[i:i + size]) for i in range(0, len(inputs), size)]
+
+
+def embedding_flow(codec: Any, call: EmbeddingCall, max_retries: int, observer: Observer | None = None,
+                   state: ServerState | None = None) -> Flow:
+    """A whole embeddings call: its requests (``max_concurrent`` at a time), then one
+    ``Embeddings`` in input order."""
+    start = time.perf_counter()
+    deadline = time.monotonic() + call.timeout
+    view = _EmbeddingCodec(codec)
+    if state is None:
+        state = ServerState()
+    chunks = embedding_chunks(codec, call)
+    if len(chunks) == 1:
+        parts: list[EmbeddingPart] = [(yield from request_flow(view, call, deadline, max_retries, observer, state))]
+    else:
+        # max_concurrent lanes, each sending its share of the chunks one after the other.
+        lanes = min(max(1, call.max_concurrent), len(chunks))
+        done: list[list[EmbeddingPart]] = yield Parallel(
+            [_embedding_lane(view, chunks[j::lanes], deadline, max_retries, observer, state) for j in range(lanes)])
+        parts = [None] * len(chunks)  # type: ignore[list-item]
+        for j, lane_parts in enumerate(done):
+            parts[j::lanes] = lane_parts
+    vectors: list[Any] = []
+    usage: Usage | None = None
+    for part in parts:
+        vectors.extend(part.vectors)
+        usage = _add_usage(usage, part.usage)
+    return Embeddings(vectors, usage, parts[0].model, time.perf_counter() - start)
+
+
+def _embedding_lane(view: _EmbeddingCodec, chunks: list[EmbeddingCall], deadline: float, max_retries: int,
+                    observer: Observer | None, state: ServerState) -> Flow:
+    parts = []
+    for chunk in chunks:
+        parts.append((yield from request_flow(view, chunk, deadline, max_retries, observer, state)))
+    return parts

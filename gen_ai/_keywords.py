@@ -49,6 +49,15 @@ OPENAI_CHAT = frozenset({
     "web_search_options",
 })
 
+# The Responses API request (CreateResponse), for create_client(..., api="responses").
+OPENAI_RESPONSES = frozenset({
+    "background", "context_management", "conversation", "include", "input", "instructions",
+    "max_output_tokens", "max_tool_calls", "metadata", "model", "moderation", "parallel_tool_calls",
+    "previous_response_id", "prompt", "prompt_cache_key", "prompt_cache_options", "prompt_cache_retention",
+    "reasoning", "safety_identifier", "service_tier", "store", "stream", "stream_options", "temperature",
+    "text", "tool_choice", "tools", "top_logprobs", "top_p", "truncation", "user",
+})
+
 OPENAI_COMPLETION = frozenset({
     "best_of", "echo", "frequency_penalty", "logit_bias", "logprobs", "max_tokens", "model", "n",
     "presence_penalty", "prompt", "seed", "stop", "stream", "stream_options", "suffix", "temperature",
@@ -150,6 +159,7 @@ ANTHROPIC_KEYWORDS = per_kind(ANTHROPIC)
 GEMINI_KEYWORDS = per_kind(GEMINI_REQUEST | GEMINI_GENERATION)
 BEDROCK_KEYWORDS = per_kind(BEDROCK)
 LOCAL_KEYWORDS = per_kind(LOCAL_CHAT, LOCAL_COMPLETION)
+RESPONSES_KEYWORDS = per_kind(OPENAI_RESPONSES | SERVER_EXTRAS)
 
 
 def check_keywords(extra: Mapping[str, Any], allowed: frozenset[str], provider: str, kind: str) -> None:

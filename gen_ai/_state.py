@@ -38,6 +38,9 @@ _INITIAL: dict[str, Any] = {
     "max_n": None,               # the largest n the server takes, once a 400 named n
     "rejected_fields": frozenset(),  # request fields the server (model) rejects, e.g. temperature
     "tool_choice_string": False,  # True once the server refused an object tool_choice (llama.cpp's server)
+    "max_tokens_field": None,    # "max_completion_tokens" once a 400 asked for it (OpenAI reasoning models)
+    "thinking_mode": None,       # Anthropic: "adaptive" or "enabled" once a 400 named the other form
+    "embedding_base64": True,    # False once the server rejected encoding_format "base64" (embeddings)
 }
 
 Changes = Mapping[str, tuple[Any, Any]]  # fact -> (value the failed request used, new value)
@@ -56,6 +59,9 @@ class ServerState:
     max_n: int | None
     rejected_fields: frozenset[str]
     tool_choice_string: bool
+    max_tokens_field: str | None
+    thinking_mode: str | None
+    embedding_base64: bool
 
     def __init__(self, **known: Any) -> None:
         for name, value in _INITIAL.items():

@@ -14,7 +14,7 @@ from . import _core
 from ._http import AsyncTransport, HTTPOptions, SyncTransport
 from ._state import ServerState
 from .errors import GenAIError, InvalidInputError, SchemaValidationError
-from .types import Call, ChatResult, ChatResults, StreamEvent, ToolCall, Usage
+from .types import Call, ChatResult, ChatResults, EmbeddingCall, StreamEvent, ToolCall, Usage
 
 VALID_ROLES = frozenset({"system", "user", "assistant", "tool", "developer", "function"})
 # Keywords the client owns; passing them through **extra would corrupt the request.
@@ -102,6 +102,35 @@ def validate_params(max_tokens: Any, temperature: Any, top_p: Any, n: Any, timeo
         raise _bad("timeout", f"must be a number of seconds > 0, got {timeout!r}", "Pass e.g. timeout=30.")
 
 
+# Keywords that become typed Call fields (mapped by every codec) instead of body fields.
+_CALL_OPTIONS = frozenset({"reasoning_effort", "logprobs", "top_logprobs"})
+
+
+def _call_options(extra: dict[str, Any]) -> tuple[str | int | None, bool, int | None]:
+    """Pop and check ``reasoning_effort``, ``logprobs`` and ``top_logprobs`` from the keywords."""
+    effort = extra.pop("reasoning_effort", None)
+    if effort is not None:
+        if isinstance(effort, bool) or not isinstance(effort, (str, int)) or effort == "" or \
+                (isinstance(effort, int) and effort < 0):
+            raise _bad("reasoning_effort", f"must be a level name or a token budget >= 0, got {effort!r}",
+                       'Use "none", "minimal", "low", "medium", "high", "xhigh" or "max" (or a provider\'s '
+                       "own value), or a whole number of thinking tokens.")
+        if isinstance(effort, str):
+            effort = effort.strip().lower()
+    logprobs = extra.pop("logprobs", False)
+    top = extra.pop("top_logprobs", None)
+    if isinstance(logprobs, int) and not isinstance(logprobs, bool) and top is None:
+        top = logprobs  # the legacy completions spelling: logprobs=k alternatives
+        logprobs = True
+    if not isinstance(logprobs, bool):
+        raise _bad("logprobs", f"must be True or False, got {logprobs!r}", "Pass logprobs=True.")
+    if top is not None:
+        if not isinstance(top, int) or isinstance(top, bool) or not 0 <= top <= 20:
+            raise _bad("top_logprobs", f"must be a whole number from 0 to 20, got {top!r}", "Pass e.g. top_logprobs=5.")
+        logprobs = True
+    return effort, logprobs, top
+
+
 def _check_extra(extra: dict[str, Any], codec: Any, kind: str) -> dict[str, Any]:
     """Refuse reserved and unknown keywords; merge ``extra_body`` (passed through unchecked)."""
     clash = _RESERVED.intersection(extra)
@@ -133,6 +162,48 @@ def _tool_options(tools: Any, tool_choice: Any, parallel: Any, kind: str) -> tup
         raise _bad("tools", "is only for chat calls", "Use run_chat_completions (or its stream, batch, vision twins).")
     normalized = normalize_tools(tools) if tools is not None else None
     return normalized or None, normalize_tool_choice(tool_choice, normalized), check_parallel(parallel)
+
+
+def _embedding_call(codec: Any, texts: Any, dimensions: Any, timeout: Any, as_numpy: Any, batch_size: Any,
+                    max_concurrent: Any, extra: dict[str, Any]) -> EmbeddingCall:
+    if not getattr(codec, "embedding_batch_size", 0):
+        raise InvalidInputError(f"provider {codec.provider!r} has no embeddings endpoint",
+                                suggestion="Use a provider that serves embeddings: openai (and compatible servers), "
+                                           "azure, gemini, bedrock or local.", field="provider")
+    if isinstance(texts, (str, bytes)) or not isinstance(texts, (list, tuple)):
+        raise _bad("texts", f"must be a list of strings, got {type(texts).__name__}",
+                   "Pass [\"first text\", \"second text\"] (a single text as a one-item list).")
+    if not texts:
+        raise _bad("texts", "is empty", "Pass at least one text to embed.")
+    rejects_empty = codec.embedding_rejects_empty
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise _bad(f"texts[{i}]", f"must be a string, got {type(text).__name__}", "Convert it with str().")
+        if rejects_empty and not text:
+            raise _bad(f"texts[{i}]", f"is an empty string, which provider {codec.provider!r} rejects",
+                       "Drop empty texts (or replace them with a placeholder such as ' ').")
+    if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool)
+                                   or dimensions < 1):
+        raise _bad("dimensions", f"must be a whole number >= 1 or None, got {dimensions!r}", "Pass e.g. 256.")
+    if not _is_number(timeout) or timeout <= 0:
+        raise _bad("timeout", f"must be a number of seconds > 0, got {timeout!r}", "Pass e.g. timeout=30.")
+    for name, value in (("batch_size", batch_size), ("max_concurrent", max_concurrent)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise _bad(name, f"must be a whole number >= 1, got {value!r}", f"Pass e.g. {name}=64.")
+    if extra:
+        clash = {"input", "model", "encoding_format"}.intersection(extra)
+        if clash:
+            name = sorted(clash)[0]
+            raise _bad(name, "is set by the client and cannot be passed as an extra keyword",
+                       "Pass the texts as the first argument; the model is the client's.")
+    if as_numpy:
+        try:
+            import numpy  # noqa: F401
+        except ImportError:
+            raise _bad("as_numpy", "needs numpy, which is not installed", "pip install numpy, or drop as_numpy.") \
+                from None
+    return EmbeddingCall(list(texts), dimensions=dimensions, timeout=timeout, extra=extra, as_numpy=bool(as_numpy),
+                         batch_size=batch_size, max_concurrent=max_concurrent or 4)
 
 
 def _make_hooks(hooks: Any, telemetry: Any, codec: Any) -> Any:
@@ -228,6 +299,10 @@ class Client:
         self._transport = transport if transport is not None else SyncTransport(options)
         self._async_transport = (async_transport if async_transport is not None
                                  else AsyncTransport(options, max_connections))
+        wrap = getattr(codec, "wrap_transport", None)
+        if wrap is not None:  # several endpoints (gen_ai.replicas): count and route per replica
+            self._transport = wrap(self._transport, False)
+            self._async_transport = wrap(self._async_transport, True)
         self._hooks = _make_hooks(hooks, telemetry, codec)
 
     # -- introspection ----------------------------------------------------------------------
@@ -274,9 +349,12 @@ class Client:
     def new_async_transport(self, max_connections: int) -> Any:
         """A fresh async pool with this client's network policy, for a private event loop (the caller
         closes it); None when the client's async transport is not an HTTP pool."""
-        if not isinstance(self._async_transport, AsyncTransport):
+        inner = getattr(self._async_transport, "inner", self._async_transport)
+        if not isinstance(inner, AsyncTransport):
             return None
-        return AsyncTransport(self._timeouts, max_connections=max_connections)
+        fresh = AsyncTransport(self._timeouts, max_connections=max_connections)
+        wrap = getattr(self._codec, "wrap_transport", None)
+        return fresh if wrap is None else wrap(fresh, True)
 
     @property
     def hooks(self) -> Any:
@@ -323,12 +401,17 @@ class Client:
             timeout = self._default_timeout
         validate_params(max_tokens, temperature, top_p, n, timeout)
         tools = tool_choice = parallel = None
+        effort = None
+        logprobs = False
+        top_logprobs = None
         if extra:
             extra = dict(extra)
             if "tools" in extra or "tool_choice" in extra or "parallel_tool_calls" in extra:
                 tools, tool_choice, parallel = _tool_options(extra.pop("tools", None), extra.pop("tool_choice", None),
                                                              extra.pop("parallel_tool_calls", None), kind)
             extra = _check_extra(extra, self._codec, kind)
+            if not _CALL_OPTIONS.isdisjoint(extra):
+                effort, logprobs, top_logprobs = _call_options(extra)
         messages = prompt = None
         images = False
         if kind == "chat":
@@ -350,7 +433,8 @@ class Client:
         return Call(kind, messages=messages, prompt=prompt, max_tokens=max_tokens, temperature=temperature,
                     top_p=top_p, n=n, timeout=timeout, schema=schema, stream=stream, extra=extra,
                     schema_retries=schema_retries, tools=tools, tool_choice=tool_choice,
-                    parallel_tool_calls=parallel), images
+                    parallel_tool_calls=parallel, reasoning_effort=effort, logprobs=logprobs,
+                    top_logprobs=top_logprobs), images
 
     def _run(self, build: Any, return_error: bool) -> Any:
         observer = None
@@ -569,6 +653,49 @@ class Client:
         call, images = build()
         return self._prepare_images(call) if images else call
 
+    # -- embeddings -------------------------------------------------------------------------
+
+    def embedding_call(self, texts: Any, dimensions: Any = None, timeout: Any = 30, as_numpy: bool = False,
+                       batch_size: Any = None, max_concurrent: Any = 4,
+                       extra: dict[str, Any] | None = None) -> EmbeddingCall:
+        """Validate an embeddings call and build it (raises ``InvalidInputError`` naming the bad
+        index before anything is sent)."""
+        return _embedding_call(self._codec, texts, dimensions, timeout, as_numpy, batch_size, max_concurrent,
+                               extra or {})
+
+    def run_embeddings(self, texts: list[str], dimensions: int | None = None, timeout: float = 30,
+                       return_error: bool = False, *, as_numpy: bool = False, batch_size: int | None = None,
+                       max_concurrent: int = 4, **extra: Any) -> Any:
+        """Embed ``texts``: returns ``Embeddings``, a list of vectors in input order (lists of
+        floats, or float32 numpy arrays with ``as_numpy=True``) with ``.usage``, ``.model``,
+        ``.latency``. Long lists are sent as requests of ``batch_size`` texts (default: the
+        provider's), ``max_concurrent`` at a time. ``(result, error_dict)`` with
+        ``return_error=True``. See docs/embeddings.md."""
+        try:
+            call = self.embedding_call(texts, dimensions, timeout, as_numpy, batch_size, max_concurrent, extra)
+            result = _core.run_sync(_core.embedding_flow(self._codec, call, self.max_retries, None, self._state),
+                                    self._transport, self._codec.secrets)
+        except GenAIError as exc:
+            if return_error:
+                return None, exc.redact(self._secrets).to_dict()
+            raise exc.redact(self._secrets) from None
+        return (result, None) if return_error else result
+
+    async def arun_embeddings(self, texts: list[str], dimensions: int | None = None, timeout: float = 30,
+                              return_error: bool = False, *, as_numpy: bool = False,
+                              batch_size: int | None = None, max_concurrent: int = 4, **extra: Any) -> Any:
+        """Async twin of ``run_embeddings``."""
+        try:
+            call = self.embedding_call(texts, dimensions, timeout, as_numpy, batch_size, max_concurrent, extra)
+            result = await _core.run_async(_core.embedding_flow(self._codec, call, self.max_retries, None,
+                                                                self._state),
+                                           self._async_transport, self._codec.secrets)
+        except GenAIError as exc:
+            if return_error:
+                return None, exc.redact(self._secrets).to_dict()
+            raise exc.redact(self._secrets) from None
+        return (result, None) if return_error else result
+
     # -- batch ------------------------------------------------------------------------------
     # Thin delegations to gen_ai.batch (imported on first use); see docs/batch.md.
 
@@ -635,6 +762,35 @@ class Client:
                                 requests_per_minute=requests_per_minute,
                                 tokens_per_minute=tokens_per_minute, **extra)
 
+    def run_embeddings_batch(self, texts: list[str], dimensions: int | None = None, timeout: float = 60,
+                             batch_size: int | None = None, max_concurrent: int = 8, return_error: bool = False,
+                             progress: Any = None, requests_per_minute: float | None = None,
+                             tokens_per_minute: float | None = None, as_numpy: bool = False,
+                             **extra: Any) -> Any:
+        """Embed many texts as a batch: requests of ``batch_size`` texts under the batch's rate
+        limits, pause and progress. Returns a ``BatchResults`` with one vector per text (None
+        where its request failed; ``.errors`` per text; ``.stats`` per request)."""
+        from .batch import run_embeddings_batch
+
+        return run_embeddings_batch(self, texts, dimensions=dimensions, timeout=timeout, batch_size=batch_size,
+                                    max_concurrent=max_concurrent, return_error=return_error, progress=progress,
+                                    requests_per_minute=requests_per_minute,
+                                    tokens_per_minute=tokens_per_minute, as_numpy=as_numpy, **extra)
+
+    async def arun_embeddings_batch(self, texts: list[str], dimensions: int | None = None, timeout: float = 60,
+                                    batch_size: int | None = None, max_concurrent: int = 8,
+                                    return_error: bool = False, progress: Any = None,
+                                    requests_per_minute: float | None = None,
+                                    tokens_per_minute: float | None = None, as_numpy: bool = False,
+                                    **extra: Any) -> Any:
+        from .batch import arun_embeddings_batch
+
+        return await arun_embeddings_batch(self, texts, dimensions=dimensions, timeout=timeout,
+                                           batch_size=batch_size, max_concurrent=max_concurrent,
+                                           return_error=return_error, progress=progress,
+                                           requests_per_minute=requests_per_minute,
+                                           tokens_per_minute=tokens_per_minute, as_numpy=as_numpy, **extra)
+
     # The name the original documentation used.
     generate_batch_response = run_completions_batch
     agenerate_batch_response = arun_completions_batch
@@ -670,6 +826,24 @@ class Client:
     def _timeout_for(self, timeout: Any) -> Any:
         return self._default_timeout if timeout is None else timeout
 
+    # -- models -----------------------------------------------------------------------------
+
+    def list_models(self, timeout: float = 30) -> list[dict[str, Any]]:
+        """The models the endpoint serves (``GET /v1/models`` or the provider's equivalent), each a
+        dict with an ``id`` plus what the provider tells (``owned_by``, ``display_name``, ...).
+        An empty list for providers that cannot list (the in-process model)."""
+        if not _is_number(timeout) or timeout <= 0:
+            raise _bad("timeout", f"must be a number of seconds > 0, got {timeout!r}", "Pass e.g. timeout=30.")
+        models_request = getattr(self._codec, "models_request", None)  # replicas: none
+        request = models_request() if models_request is not None else None
+        if request is None:
+            return []
+        try:
+            return list(_core.run_sync(_models_flow(self._codec, request, timeout), self._transport,
+                                       self._codec.secrets))
+        except GenAIError as exc:
+            raise exc.redact(self._secrets) from None
+
     # -- lifecycle --------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -694,6 +868,16 @@ class Client:
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.aclose()
+
+
+def _models_flow(codec: Any, request: Any, timeout: float) -> _core.Flow:
+    response = yield _core.Send(request, timeout)
+    if response.status >= 300:
+        error = codec.parse_error(response)
+        if error.provider is None:
+            error.provider = codec.provider
+        raise error.redact(codec.secrets())
+    return codec.parse_models(response)
 
 
 _S = TypeVar("_S", bound="_StreamBase")
@@ -727,7 +911,8 @@ class _StreamBase:
         self._started = False
         self._closed = False
         self._start = time.perf_counter()
-        self.first_token_latency: float | None = None
+        self.first_token_latency: float | None = None  # to the first answer-text delta
+        self.first_reasoning_latency: float | None = None  # to the first thinking-text delta
         self.latency: float | None = None
         self.error: dict[str, Any] | None = None
         self.parsed: Any = None
@@ -748,6 +933,19 @@ class _StreamBase:
     @property
     def finish_reason(self) -> str | None:
         return self._parser.finish_reason if self._parser is not None else None
+
+    @property
+    def reasoning(self) -> str | None:
+        """The thinking text that streamed (never part of the iterated answer text), or None."""
+        return self._parser.reasoning if self._parser is not None else None
+
+    @property
+    def reasoning_details(self) -> list[dict[str, Any]] | None:
+        return self._parser.reasoning_details if self._parser is not None else None
+
+    @property
+    def logprobs(self) -> Any:
+        return self._parser.logprobs if self._parser is not None else None
 
     @property
     def model(self) -> str | None:
@@ -807,8 +1005,13 @@ class _StreamBase:
 
     def to_result(self) -> ChatResult:
         """The whole streamed answer as a ChatResult (after iteration)."""
-        return ChatResult(self.text, finish_reason=self.finish_reason, usage=self.usage, model=self.model,
-                          latency=self.latency or 0.0, parsed=self.parsed, tool_calls=self.tool_calls or None)
+        result = ChatResult(self.text, finish_reason=self.finish_reason, usage=self.usage, model=self.model,
+                            latency=self.latency or 0.0, parsed=self.parsed, tool_calls=self.tool_calls or None)
+        for name in ("reasoning", "reasoning_details", "logprobs"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(result, name, value)
+        return result
 
 
 class TextStream(_StreamBase):
@@ -865,7 +1068,10 @@ class TextStream(_StreamBase):
                 parser.want_events = True
                 queue = parser.events
                 for chunk in response.iter_bytes():
-                    if parser.feed(chunk) and self.first_token_latency is None:
+                    got_text = parser.feed(chunk)
+                    if self.first_reasoning_latency is None and parser.reasoning_parts:
+                        self.first_reasoning_latency = time.perf_counter() - self._start
+                    if got_text and self.first_token_latency is None:
                         self.first_token_latency = time.perf_counter() - self._start
                     if queue:
                         yield from queue
@@ -877,7 +1083,10 @@ class TextStream(_StreamBase):
                 yield self._done_event()
                 return
             for chunk in response.iter_bytes():
-                for delta in parser.feed(chunk):
+                deltas = parser.feed(chunk)
+                if self.first_reasoning_latency is None and parser.reasoning_parts:
+                    self.first_reasoning_latency = time.perf_counter() - self._start
+                for delta in deltas:
                     if self.first_token_latency is None:
                         self.first_token_latency = time.perf_counter() - self._start
                     yield delta
@@ -980,7 +1189,10 @@ class AsyncTextStream(_StreamBase):
                 parser.want_events = True
                 queue = parser.events
                 async for chunk in response.iter_bytes():
-                    if parser.feed(chunk) and self.first_token_latency is None:
+                    got_text = parser.feed(chunk)
+                    if self.first_reasoning_latency is None and parser.reasoning_parts:
+                        self.first_reasoning_latency = time.perf_counter() - self._start
+                    if got_text and self.first_token_latency is None:
                         self.first_token_latency = time.perf_counter() - self._start
                     for event in queue:
                         yield event
@@ -995,7 +1207,10 @@ class AsyncTextStream(_StreamBase):
             async for chunk in response.iter_bytes():
                 if self._closed:
                     return
-                for delta in parser.feed(chunk):
+                deltas = parser.feed(chunk)
+                if self.first_reasoning_latency is None and parser.reasoning_parts:
+                    self.first_reasoning_latency = time.perf_counter() - self._start
+                for delta in deltas:
                     if self.first_token_latency is None:
                         self.first_token_latency = time.perf_counter() - self._start
                     yield delta

@@ -21,6 +21,12 @@ PROVIDERS: dict[str, str] = {
     "gemini": "gen_ai.providers.gemini:GeminiCodec",
 }
 
+# create_client(..., api=NAME): another wire protocol for the same provider.
+APIS: dict[tuple[str, str], str] = {
+    ("openai", "responses"): "gen_ai.providers.openai_responses:OpenAIResponsesCodec",
+    ("azure", "responses"): "gen_ai.providers.openai_responses:AzureResponsesCodec",
+}
+
 # Options that belong to the Client (transport, retries); everything else goes to the codec.
 _CLIENT_OPTIONS = ("max_retries", "timeout", "schema_retries", "max_connections", "hooks", "telemetry",
                    "follow_redirects", "proxy", "trust_env", "verify", "cert", "allow_local_files")
@@ -29,7 +35,7 @@ _CLIENT_OPTIONS = ("max_retries", "timeout", "schema_retries", "max_connections"
 def create_client(
     provider: str = "openai",
     api_key: str | None = None,
-    endpoint: str | None = None,
+    endpoint: str | list[str] | tuple[str, ...] | None = None,
     model_name: str | None = None,
     **options: Any,
 ) -> Client:
@@ -47,6 +53,10 @@ def create_client(
     False: image parts inside messages may not name local files; see docs/security.md). Provider
     options, e.g.
     ``dialect`` for "openai", are passed to the provider.
+
+    ``endpoint=[url1, url2, ...]`` puts several replicas of one server behind the client (least
+    outstanding requests, a failing replica cooled down for ``replica_cooldown`` seconds and its
+    requests retried on another); see ``gen_ai/replicas.py`` and docs/batch.md.
     """
     if not isinstance(provider, str) or provider.lower() not in PROVIDERS:
         raise ConfigurationError(
@@ -54,12 +64,45 @@ def create_client(
             suggestion=f"Use one of: {', '.join(sorted(PROVIDERS))}.",
             field="provider",
         )
-    module_name, class_name = PROVIDERS[provider.lower()].split(":")
+    target = PROVIDERS[provider.lower()]
+    api = options.pop("api", None)
+    if api is not None and api not in ("chat", "chat_completions"):
+        if (provider.lower(), api) not in APIS:
+            raise ConfigurationError(
+                f"api={api!r} is not available for provider {provider!r}",
+                suggestion="Use api='responses' with provider='openai' or 'azure' (OpenAI, Azure, vLLM, SGLang, "
+                           "llama.cpp, Ollama, LM Studio), or leave api out for Chat Completions.",
+                field="api",
+            )
+        target = APIS[(provider.lower(), api)]
+    module_name, class_name = target.split(":")
     module = importlib.import_module(module_name)
     codec_cls = getattr(module, class_name)
     client_options = {k: options.pop(k) for k in _CLIENT_OPTIONS if k in options}
+    cooldown = options.pop("replica_cooldown", None)
+    if isinstance(endpoint, (list, tuple)):
+        if getattr(module, "make_transports", None) is not None:
+            raise ConfigurationError(f"provider {provider!r} runs in-process and takes no endpoints",
+                                     field="endpoint")
+        from .replicas import DEFAULT_COOLDOWN, ReplicaCodec
+
+        codecs = [_make_codec(codec_cls, provider, api_key, url, model_name, options) for url in endpoint]
+        router = ReplicaCodec(codecs, DEFAULT_COOLDOWN if cooldown is None else cooldown)
+        return Client(router, **client_options)
+    if cooldown is not None:
+        raise ConfigurationError("replica_cooldown needs several endpoints",
+                                 suggestion="Pass endpoint=[url1, url2, ...].", field="replica_cooldown")
+    codec = _make_codec(codec_cls, provider, api_key, endpoint, model_name, options)
+    make_transports = getattr(module, "make_transports", None)
+    if make_transports is not None:  # providers that do not speak HTTP (the in-process model)
+        client_options["transport"], client_options["async_transport"] = make_transports(codec)
+    return Client(codec, **client_options)
+
+
+def _make_codec(codec_cls: Any, provider: str, api_key: str | None, endpoint: str | None, model_name: str | None,
+                options: dict[str, Any]) -> Any:
     try:
-        codec = codec_cls(api_key=api_key, endpoint=endpoint, model_name=model_name, **options)
+        return codec_cls(api_key=api_key, endpoint=endpoint, model_name=model_name, **options)
     except TypeError as exc:
         if "unexpected keyword argument" not in str(exc):
             raise
@@ -69,7 +112,3 @@ def create_client(
             suggestion="Check the spelling; see docs/ for the options each provider takes.",
             field=name,
         ) from None
-    make_transports = getattr(module, "make_transports", None)
-    if make_transports is not None:  # providers that do not speak HTTP (the in-process model)
-        client_options["transport"], client_options["async_transport"] = make_transports(codec)
-    return Client(codec, **client_options)

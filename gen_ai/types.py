@@ -11,14 +11,27 @@ from typing import Any
 
 
 class Usage:
-    """Token counts of one call (or the sum over several, for n top-ups and batches)."""
+    """Token counts of one call (or the sum over several, for retries, n top-ups and batches).
 
-    __slots__ = ("prompt_tokens", "completion_tokens", "total_tokens")
+    One meaning for every provider: ``prompt_tokens`` counts every input token, cached ones
+    included (Anthropic's and Bedrock's ``input_tokens`` exclude them: the codecs add them back);
+    ``completion_tokens`` counts every output token, reasoning ones included;
+    ``total_tokens = prompt_tokens + completion_tokens``. The details are subsets:
+    ``cached_tokens`` (input read from the provider's prompt cache), ``cache_write_tokens``
+    (input written to it: Anthropic, Bedrock) and ``reasoning_tokens`` (output spent thinking).
+    """
 
-    def __init__(self, prompt_tokens: int = 0, completion_tokens: int = 0, total_tokens: int | None = None):
+    __slots__ = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "cache_write_tokens",
+                 "reasoning_tokens")
+
+    def __init__(self, prompt_tokens: int = 0, completion_tokens: int = 0, total_tokens: int | None = None,
+                 cached_tokens: int = 0, cache_write_tokens: int = 0, reasoning_tokens: int = 0) -> None:
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = completion_tokens
         self.total_tokens = prompt_tokens + completion_tokens if total_tokens is None else total_tokens
+        self.cached_tokens = cached_tokens
+        self.cache_write_tokens = cache_write_tokens
+        self.reasoning_tokens = reasoning_tokens
 
     def __add__(self, other: "Usage | None") -> "Usage":
         if other is None:
@@ -27,6 +40,9 @@ class Usage:
             self.prompt_tokens + other.prompt_tokens,
             self.completion_tokens + other.completion_tokens,
             self.total_tokens + other.total_tokens,
+            self.cached_tokens + other.cached_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
+            self.reasoning_tokens + other.reasoning_tokens,
         )
 
     def __eq__(self, other: object) -> bool:
@@ -37,16 +53,20 @@ class Usage:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
+            "cached_tokens": self.cached_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
         }
 
     def __repr__(self) -> str:
-        return (
-            f"Usage(prompt_tokens={self.prompt_tokens}, completion_tokens={self.completion_tokens}, "
-            f"total_tokens={self.total_tokens})"
-        )
+        details = "".join(f", {name}={getattr(self, name)}" for name in
+                          ("cached_tokens", "cache_write_tokens", "reasoning_tokens") if getattr(self, name))
+        return (f"Usage(prompt_tokens={self.prompt_tokens}, completion_tokens={self.completion_tokens}, "
+                f"total_tokens={self.total_tokens}{details})")
 
     def __reduce__(self) -> Any:
-        return (Usage, (self.prompt_tokens, self.completion_tokens, self.total_tokens))
+        return (Usage, (self.prompt_tokens, self.completion_tokens, self.total_tokens, self.cached_tokens,
+                        self.cache_write_tokens, self.reasoning_tokens))
 
 
 class Request:
@@ -104,7 +124,7 @@ class Call:
     __slots__ = (
         "kind", "messages", "prompt", "max_tokens", "temperature", "top_p", "n",
         "timeout", "schema", "stream", "extra", "schema_retries",
-        "tools", "tool_choice", "parallel_tool_calls",
+        "tools", "tool_choice", "parallel_tool_calls", "reasoning_effort", "logprobs", "top_logprobs",
     )
 
     def __init__(
@@ -125,6 +145,9 @@ class Call:
         tools: list[Any] | None = None,
         tool_choice: str | None = None,
         parallel_tool_calls: bool | None = None,
+        reasoning_effort: str | int | None = None,
+        logprobs: bool = False,
+        top_logprobs: int | None = None,
     ) -> None:
         self.kind = kind  # "chat" or "completion"
         self.messages = messages
@@ -141,6 +164,11 @@ class Call:
         self.tools = tools
         self.tool_choice = tool_choice
         self.parallel_tool_calls = parallel_tool_calls
+        # "none" | "minimal" | "low" | "medium" | "high" | "xhigh" | "max" | a provider's own
+        # value, or an int: a thinking budget in tokens. None: the provider's default.
+        self.reasoning_effort = reasoning_effort
+        self.logprobs = logprobs
+        self.top_logprobs = top_logprobs
 
     def replace(self, **changes: Any) -> "Call":
         new = Call.__new__(Call)
@@ -283,7 +311,8 @@ class Completion:
     ``tool_calls`` is None when no choice has tool calls (the common case: no allocation), else
     one entry per choice: a list of ToolCall or None."""
 
-    __slots__ = ("texts", "finish_reasons", "usage", "model", "raw", "id", "tool_calls")
+    __slots__ = ("texts", "finish_reasons", "usage", "model", "raw", "id", "tool_calls", "reasonings",
+                 "reasoning_details", "logprobs")
 
     def __init__(
         self,
@@ -294,6 +323,9 @@ class Completion:
         raw: Any,
         id: str | None = None,
         tool_calls: list[list[ToolCall] | None] | None = None,
+        reasonings: list[str | None] | None = None,
+        reasoning_details: list[list[dict[str, Any]] | None] | None = None,
+        logprobs: list[Any] | None = None,
     ) -> None:
         self.texts = texts
         self.finish_reasons = finish_reasons
@@ -302,6 +334,10 @@ class Completion:
         self.raw = raw
         self.id = id
         self.tool_calls = tool_calls
+        # Per choice, or None when no choice has any (the common case: nothing allocated).
+        self.reasonings = reasonings  # the thinking text
+        self.reasoning_details = reasoning_details  # opaque items to send back next turn
+        self.logprobs = logprobs  # a list of TokenLogprob per choice
 
     def tool_calls_of(self, i: int) -> list[ToolCall] | None:
         calls = self.tool_calls
@@ -328,6 +364,10 @@ class ChatResult(str):
     choice_index: int
     parsed: Any
     _tool_calls: list[ToolCall] | None
+    # Set on the instance only when the provider sent them (no cost for the plain answer).
+    reasoning: str | None = None
+    reasoning_details: list[dict[str, Any]] | None = None
+    logprobs: "list[TokenLogprob] | None" = None
 
     def __new__(
         cls,
@@ -361,20 +401,27 @@ class ChatResult(str):
         calls = self._tool_calls
         return list(calls) if calls else []
 
-    def to_message(self) -> dict[str, Any]:
-        """The assistant message to append to the conversation: OpenAI-shaped (``role``,
-        ``content`` and, when the model called tools, ``tool_calls``). Every provider's codec
-        accepts it back in ``messages``."""
-        calls = self._tool_calls
-        if not calls:
-            return {"role": "assistant", "content": str.__str__(self)}
-        # content stays a string ("" when the answer is only calls): llama-cpp-python's server
-        # answers 500 to content null, and every other server and provider takes "".
-        return {"role": "assistant", "content": str.__str__(self), "tool_calls": [c.to_dict() for c in calls]}
-
     @property
     def text(self) -> str:
         return str.__str__(self)
+
+    def to_message(self) -> dict[str, Any]:
+        """The assistant message to append to the conversation: OpenAI-shaped (``role``,
+        ``content`` and, when the model called tools, ``tool_calls``), plus under
+        ``reasoning_details`` what the provider needs back next turn (Anthropic thinking blocks
+        with their signatures, Gemini thought signatures, Bedrock reasoning blocks, Responses
+        reasoning items). Every provider's codec accepts it back in ``messages`` and skips the
+        items that are not its own."""
+        # content stays a string ("" when the answer is only calls): llama-cpp-python's server
+        # answers 500 to content null, and every other server and provider takes "".
+        message: dict[str, Any] = {"role": "assistant", "content": str.__str__(self)}
+        calls = self._tool_calls
+        if calls:
+            message["tool_calls"] = [c.to_dict() for c in calls]
+        details = self.reasoning_details
+        if details:
+            message["reasoning_details"] = list(details)
+        return message
 
     @property
     def raw(self) -> Any:
@@ -397,7 +444,44 @@ class ChatResult(str):
             "id": self.id,
             "parsed": parsed,
             "tool_calls": [c.to_dict() for c in self._tool_calls] if self._tool_calls else [],
+            "reasoning": self.reasoning,
+            "logprobs": [lp.to_dict() for lp in self.logprobs] if self.logprobs is not None else None,
         }
+
+
+class TokenLogprob:
+    """One generated token's log probability, with the most likely alternatives at that position
+    (``top``: a list of ``(token, logprob)`` pairs, most likely first)."""
+
+    __slots__ = ("token", "logprob", "top", "bytes")
+
+    def __init__(self, token: str, logprob: float, top: list[tuple[str, float]] | None = None,
+                 bytes: list[int] | None = None) -> None:
+        self.token = token
+        self.logprob = logprob
+        self.top = top if top is not None else []
+        self.bytes = bytes
+
+    @property
+    def prob(self) -> float:
+        import math
+
+        return math.exp(self.logprob)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TokenLogprob) and self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"token": self.token, "logprob": self.logprob, "top": [list(t) for t in self.top],
+                "bytes": self.bytes}
+
+    def __repr__(self) -> str:
+        return f"TokenLogprob({self.token!r}, {self.logprob:.4f}, top={self.top!r})"
+
+    def __reduce__(self) -> Any:
+        return (TokenLogprob, (self.token, self.logprob, self.top, self.bytes))
 
 
 def _rebuild_result(text: str, state: dict[str, Any]) -> ChatResult:
@@ -428,3 +512,82 @@ class ChatResults(list):  # type: ignore[type-arg]
 
     def __iter__(self) -> Iterator[ChatResult]:
         return super().__iter__()
+
+
+# --------------------------------------------------------------------------------------------
+# Embeddings
+# --------------------------------------------------------------------------------------------
+
+
+class EmbeddingCall:
+    """One validated embeddings call (or one request-sized slice of it): what codecs turn into
+    a request with ``build_embedding_request``. ``inputs`` are non-empty-checked strings."""
+
+    __slots__ = ("inputs", "dimensions", "timeout", "extra", "as_numpy", "batch_size", "max_concurrent",
+                 "kind", "stream", "n")
+
+    def __init__(self, inputs: list[str], *, dimensions: int | None = None, timeout: float = 30,
+                 extra: dict[str, Any] | None = None, as_numpy: bool = False, batch_size: int | None = None,
+                 max_concurrent: int = 4) -> None:
+        self.kind = "embedding"
+        self.inputs = inputs
+        self.dimensions = dimensions
+        self.timeout = timeout
+        self.extra = extra or {}
+        self.as_numpy = as_numpy
+        self.batch_size = batch_size  # None: the codec's default request size
+        self.max_concurrent = max_concurrent
+        self.stream = False  # what the shared request flow reads
+        self.n = 1
+
+    def replace(self, **changes: Any) -> "EmbeddingCall":
+        new = EmbeddingCall.__new__(EmbeddingCall)
+        for name in EmbeddingCall.__slots__:
+            setattr(new, name, changes[name] if name in changes else getattr(self, name))
+        return new
+
+
+class EmbeddingPart:
+    """What a codec's ``parse_embedding_response`` returns for one request: one vector per
+    input, in input order (lists of floats, or numpy arrays for ``as_numpy``)."""
+
+    __slots__ = ("vectors", "usage", "model")
+
+    def __init__(self, vectors: list[Any], usage: Usage | None, model: str | None) -> None:
+        self.vectors = vectors
+        self.usage = usage
+        self.model = model
+
+
+class Embeddings(list):  # type: ignore[type-arg]
+    """The result of ``run_embeddings``: a plain ``list`` of vectors, one per input text in input
+    order (each a list of floats, or a numpy array with ``as_numpy=True``), with ``usage``
+    (``prompt_tokens`` = ``total_tokens``; None when the provider does not count), ``model``
+    and ``latency`` (seconds, the whole call)."""
+
+    usage: Usage | None
+    model: str | None
+    latency: float
+
+    def __init__(self, vectors: list[Any] = (), usage: Usage | None = None,  # type: ignore[assignment]
+                 model: str | None = None, latency: float = 0.0) -> None:
+        super().__init__(vectors)
+        self.usage = usage
+        self.model = model
+        self.latency = latency
+
+    @property
+    def dimensions(self) -> int | None:
+        """The length of the vectors (None for an empty result)."""
+        return len(self[0]) if self else None
+
+    def __repr__(self) -> str:
+        return (f"Embeddings({len(self)} vectors of {self.dimensions} dimensions, model={self.model!r}, "
+                f"usage={self.usage!r}, latency={self.latency:.3f})")
+
+    def __reduce__(self) -> Any:
+        return (_rebuild_embeddings, (list(self), self.usage, self.model, self.latency))
+
+
+def _rebuild_embeddings(vectors: list[Any], usage: Usage | None, model: str | None, latency: float) -> Embeddings:
+    return Embeddings(vectors, usage, model, latency)

@@ -51,8 +51,12 @@ MODEL_NAME = "smollm2"
 LITELLM_MASTER_KEY = "sk-gen-ai-test-master-key-0123456789"
 
 # Server-side default sampling for vLLM (written to generation_config.json): without a
-# repetition penalty the 135M model loops (e.g. endless whitespace) under a JSON grammar.
-VLLM_GENERATION_CONFIG: dict[str, Any] = {"repetition_penalty": 1.1}
+# repetition penalty the 135M model loops under a JSON grammar (the seed's CodeReview example
+# counts "1", "2", ... until max_tokens). 1.1 was not enough there; 1.2 finishes it at temperature 0.
+VLLM_GENERATION_CONFIG: dict[str, Any] = {"repetition_penalty": 1.2}
+
+# The same default for llama.cpp's server (its ``repeat_penalty``; the request can override it).
+XLLAMACPP_DEFAULTS: dict[str, Any] = {"sampling.penalty_repeat": 1.1}
 
 # Seconds each server took from spawn to its first 200 on /v1/models, for the summary line.
 STARTUP_TIMES: dict[str, float] = {}
@@ -203,7 +207,8 @@ def start_xllamacpp(tmp_dir: Path | str, *, slots: int = 2, embeddings: bool = F
 
     ``n_ctx`` is the total context, split evenly between slots (default 2048 per slot).
     ``embeddings=True`` serves ``/v1/embeddings`` (mean pooling). ``extra`` sets any other
-    ``xllamacpp.CommonParams`` attribute by dotted name, e.g. ``{"use_jinja": True}``.
+    ``xllamacpp.CommonParams`` attribute by dotted name, e.g. ``{"use_jinja": True}``, on top of
+    ``XLLAMACPP_DEFAULTS`` (a server-side repeat penalty of 1.1, as for vLLM).
     """
     try:
         import xllamacpp  # noqa: F401
@@ -212,7 +217,8 @@ def start_xllamacpp(tmp_dir: Path | str, *, slots: int = 2, embeddings: bool = F
                                "(scripts/test.sh does it)") from e
     port = free_port()
     cfg = {"model": model_path or smollm2_path(), "port": port, "alias": alias, "slots": slots,
-           "n_ctx": n_ctx or 2048 * slots, "threads": 1, "embeddings": embeddings, "extra": extra or {}}
+           "n_ctx": n_ctx or 2048 * slots, "threads": 1, "embeddings": embeddings,
+           "extra": {**XLLAMACPP_DEFAULTS, **(extra or {})}}
     cmd = [sys.executable, str(HERE / "xllamacpp_launcher.py"), json.dumps(cfg)]
     name = "xllamacpp" + ("-embeddings" if embeddings else "")
     handle = _launch(name, cmd, Path(tmp_dir), port, timeout=timeout, model=alias)

@@ -7,17 +7,23 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "sk-cli-test-secret-4f1e9a"
+# Never the real home: the log database, config and keys files live under a throw-away folder.
+_HOME = tempfile.mkdtemp(prefix="gen-ai-cli-test-")
 
 
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
-           if k not in ("GEN_AI_PROVIDER", "GEN_AI_MODEL", "OPENAI_BASE_URL", "OPENAI_API_KEY")}
+           if k not in ("GEN_AI_PROVIDER", "GEN_AI_MODEL", "GEN_AI_ENDPOINT", "GEN_AI_LOG", "OPENAI_BASE_URL",
+                        "OPENAI_API_KEY")}
+    env.update(XDG_CONFIG_HOME=os.path.join(_HOME, "config"), XDG_DATA_HOME=os.path.join(_HOME, "data"),
+               XDG_CACHE_HOME=os.path.join(_HOME, "cache"), HOME=_HOME)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra)
     return env

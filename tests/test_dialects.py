@@ -14,7 +14,7 @@ import pytest
 from fault_server import FaultServer, Recorded, Step, chat_body, chat_chunks, completion_body
 
 from gen_ai._state import ServerState, SingleFlight
-from gen_ai.errors import BadRequestError, InvalidInputError, SchemaValidationError
+from gen_ai.errors import BadRequestError, GenAIError, InvalidInputError, SchemaValidationError
 from gen_ai.factory import create_client
 from gen_ai.providers.openai import OpenAICodec, detect_server
 from gen_ai.structured import Schema
@@ -436,3 +436,59 @@ def test_completions_guided_json_on_llama_cpp(fault_server):
     assert result.parsed == {"city": "Bern"}
     body = posts(fault_server)[0].json()
     assert body["json_schema"] == SCHEMA and "response_format" not in body
+
+
+# -- litellm's proxy: looks like OpenAI, tells its backend on /model/info ---------------------------
+
+
+def litellm_info(routed: str) -> dict:
+    return {"data": [{"model_name": "other", "litellm_params": {"model": "openai/x"}},
+                     {"model_name": "m", "litellm_params": {"model": routed, "api_base": "http://10.0.0.1/v1"}}]}
+
+
+@pytest.mark.parametrize("routed,server,completion", [("hosted_vllm/smollm2", "vllm", "structured_outputs"),
+                                                      ("openai/smollm2", "litellm", "grammar")])
+def test_litellm_backend_detection(fault_server, routed, server, completion):
+    from gen_ai.providers.openai import _have_gbnf
+
+    fault_server.add(200, models("openai"))
+    fault_server.add(200, litellm_info(routed))
+    # litellm's own answer to response_format on /completions (seen with litellm 1.8x):
+    fault_server.add(500, {"error": {"message": "litellm.InternalServerError: OpenAIException - "
+                                                "AsyncCompletions.create() got an unexpected keyword argument "
+                                                "'response_format'", "type": "internal_server_error"}})
+    fault_server.add(200, completion_body('{"city": "Lyon"}'))
+    client = make(fault_server)
+    if completion == "grammar" and not _have_gbnf():
+        completion = None
+    if completion is None:
+        with pytest.raises(GenAIError):
+            client.run_completions("JSON:", guided_json=SCHEMA)
+        return
+    assert client.run_completions("JSON:", guided_json=SCHEMA).parsed == {"city": "Lyon"}
+    assert [r.path for r in probes(fault_server)] == ["/v1/models", "/v1/model/info"]
+    assert client.server_state.server == server
+    assert [schema_field(r) for r in posts(fault_server)] == ["json_schema", completion]
+
+
+def test_openai_like_server_without_model_info(fault_server):
+    fault_server.add(200, models("openai"))
+    fault_server.add(404, {"error": {"message": "Not Found"}})
+    fault_server.add(200, chat_body('{"city": "Nice"}'))
+    client = make(fault_server)
+    assert client.run_chat_completions(MESSAGES, guided_json=SCHEMA).parsed == {"city": "Nice"}
+    assert client.server_state.server == "openai"
+
+
+def test_fallback_after_detection_changed_the_server():
+    """A request built before detection finished (generic json_schema) and rejected after the
+    probe found llama-cpp-python is sent again from that server's list, not refused."""
+    codec = OpenAICodec(endpoint="http://x", model_name="m")
+    state = ServerState()
+    call = Call("chat", messages=MESSAGES, schema=Schema.from_user(SCHEMA))
+    early = codec.build_request(call, state)
+    state.learn({"server": "llama-cpp-python"})
+    err = codec.parse_error(RawResponse(500, {}, b'{"detail": "response_format json_schema not supported"}', "",
+                                        "POST"))
+    assert codec.fallback(call, early, err, state) == {}
+    assert json.loads(codec.build_request(call, state).body)["response_format"]["type"] == "json_object"

@@ -247,7 +247,8 @@ def test_chat_request_and_result(ant, server):
     result = ant.run_chat_completions(MESSAGES, max_tokens=32, temperature=0.2)
     assert result == "Hello there."
     assert result.finish_reason == "stop"
-    assert result.usage.to_dict() == {"prompt_tokens": 20, "completion_tokens": 4, "total_tokens": 24}
+    assert result.usage.to_dict() == {"prompt_tokens": 20, "completion_tokens": 4, "total_tokens": 24,
+                                      "cached_tokens": 0, "cache_write_tokens": 0, "reasoning_tokens": 0}
     assert result.model == "claude-test-1" and result.id.startswith("msg_")
     assert result.latency > 0
     (req,) = server.requests
@@ -311,7 +312,8 @@ def test_stream_chat(ant, server):
     stream = ant.run_chat_completions_stream(MESSAGES, max_tokens=16)
     assert list(stream) == ["Hel", "lo", "!"]
     assert stream.text == "Hello!" and stream.finish_reason == "stop"
-    assert stream.usage.to_dict() == {"prompt_tokens": 25, "completion_tokens": 8, "total_tokens": 33}
+    assert stream.usage.to_dict() == {"prompt_tokens": 25, "completion_tokens": 8, "total_tokens": 33,
+                                      "cached_tokens": 0, "cache_write_tokens": 0, "reasoning_tokens": 0}
     assert stream.model == "claude-test-1" and stream.latency > 0
     req = server.requests[0]
     assert req.json()["stream"] is True and req.headers["accept"] == "text/event-stream"
@@ -436,7 +438,8 @@ def test_n_2_asks_twice(ant, server):
     server.add(200, message_body("two", input_tokens=10, output_tokens=1))
     results = ant.run_chat_completions(MESSAGES, max_tokens=4, n=2, temperature=1.0)
     assert list(results) == ["one", "two"]
-    assert results.usage.to_dict() == {"prompt_tokens": 20, "completion_tokens": 2, "total_tokens": 22}
+    assert results.usage.to_dict() == {"prompt_tokens": 20, "completion_tokens": 2, "total_tokens": 22,
+                                      "cached_tokens": 0, "cache_write_tokens": 0, "reasoning_tokens": 0}
     assert len(server.requests) == 2 and all("n" not in r.json() for r in server.requests)
 
 

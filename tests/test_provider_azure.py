@@ -293,3 +293,55 @@ def test_token_callable_tokens_never_leak(server, caplog):
     _, error = client.run_chat_completions([{"role": "user", "content": "hi"}], return_error=True)
     assert error["type"] == "AuthenticationError"
     assert fresh not in str(error) and fresh not in caplog.text and "***" in error["message"]
+
+
+# -- embeddings ----------------------------------------------------------------------------------
+
+
+def _azure_embeddings(rec: Any) -> Step:
+    import array
+    import base64
+
+    body = rec.json()
+    data = []
+    for i, text in enumerate(body["input"]):
+        vec = [float(len(text)), 0.25]
+        emb = (base64.b64encode(array.array("f", vec).tobytes()).decode()
+               if body.get("encoding_format") == "base64" else vec)
+        data.append({"object": "embedding", "index": i, "embedding": emb})
+    return Step(200, {"object": "list", "data": data, "model": "text-embedding-3-small",
+                      "usage": {"prompt_tokens": len(body["input"]), "total_tokens": len(body["input"])}})
+
+
+def test_embeddings_classic_and_v1_routes(server, openai_spec):
+    server.default = _azure_embeddings
+    client = azure(server, deployment="embed-dep")
+    result = client.run_embeddings(["abc", "de"], dimensions=2)
+    assert result == [[3.0, 0.25], [2.0, 0.25]] and result.model == "text-embedding-3-small"
+    rec = server.requests[-1]
+    assert urlsplit(rec.path).path == "/openai/deployments/embed-dep/embeddings"
+    assert query(rec.path) == {"api-version": ["2024-10-21"]} and rec.headers["api-key"] == KEY
+    assert list(spec_validator(openai_spec, "CreateEmbeddingRequest").iter_errors(rec.json())) == []
+    assert rec.json()["encoding_format"] == "base64" and rec.json()["dimensions"] == 2
+
+    tokens = iter(["tok-a", "tok-b"])
+    v1 = create_client(provider="azure", endpoint=f"http://127.0.0.1:{server.port}/openai/v1", api_version="v1",
+                       model_name="embed-dep", azure_ad_token=lambda: next(tokens))
+
+    async def main():
+        out = await v1.arun_embeddings(["x", "yy", "zzz"], batch_size=2, max_concurrent=1)
+        await v1.aclose()
+        return out
+
+    assert asyncio.run(main()) == [[1.0, 0.25], [2.0, 0.25], [3.0, 0.25]]
+    recs = server.requests[-2:]
+    assert [r.path for r in recs] == ["/openai/v1/embeddings"] * 2
+    assert [r.json()["model"] for r in recs] == ["embed-dep"] * 2
+    assert [r.headers["authorization"] for r in recs] == ["Bearer tok-a", "Bearer tok-b"]
+
+
+def test_embedding_errors_never_leak_the_key(server):
+    server.default = Step(401, {"error": {"code": "401", "message": f"Access denied: key {KEY} is invalid"}})
+    client = azure(server)
+    none, error = client.run_embeddings(["a"], return_error=True)
+    assert none is None and error["type"] == "AuthenticationError" and KEY not in json.dumps(error)

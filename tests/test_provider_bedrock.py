@@ -25,6 +25,7 @@ from gen_ai.errors import (
     InvalidInputError,
     NotFoundError,
     RateLimitError,
+    ResponseError,
     ServerError,
     StreamError,
     StreamTruncatedError,
@@ -298,7 +299,8 @@ def test_converse_non_streaming_sigv4(server):
     client = bedrock(server)
     result = client.run_chat_completions(CHAT[:2], max_tokens=8)
     assert result == "Paris" and result.finish_reason == "stop"
-    assert result.usage.to_dict() == {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}
+    assert result.usage.to_dict() == {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14,
+                                      "cached_tokens": 0, "cache_write_tokens": 0, "reasoning_tokens": 0}
     assert result.model == MODEL and result.id == "req-1"
     rec = server.requests[0]
     assert rec.method == "POST" and rec.path == "/model/anthropic.claude-3-haiku-20240307-v1:0/converse"
@@ -430,7 +432,8 @@ def test_converse_stream(server):
     deltas = list(stream)
     assert deltas == ["The ", "capital ", "is Paris."]
     assert stream.text == "The capital is Paris." and stream.finish_reason == "stop"
-    assert stream.usage.to_dict() == {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}
+    assert stream.usage.to_dict() == {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12,
+                                      "cached_tokens": 0, "cache_write_tokens": 0, "reasoning_tokens": 0}
     rec = server.requests[0]
     assert rec.path.endswith("/converse-stream")
     assert rec.headers["accept"] == "application/vnd.amazon.eventstream"
@@ -615,3 +618,75 @@ def test_async_inference_profile_arn_signature(server):
     rec = server.requests[0]
     assert rec.path == "/model/" + arn.replace("/", "%2F") + "/converse"
     check_sigv4(server, rec)
+
+
+# -- embeddings through InvokeModel: Titan (one text per request) and Cohere (up to 96) -----------
+
+TITAN = "amazon.titan-embed-text-v2:0"
+COHERE = "cohere.embed-english-v3"
+
+
+def _bedrock_embedder(rec):
+    body = rec.json()
+    if "/model/amazon.titan-embed-text-v2:0/invoke" == rec.path:
+        text = body["inputText"]
+        return Step(200, {"embedding": [float(len(text)), 0.5], "inputTextTokenCount": len(text.split())})
+    if "/model/cohere.embed-english-v3/invoke" == rec.path:
+        return Step(200, {"id": "e1", "response_type": "embeddings_floats", "texts": body["texts"],
+                          "embeddings": [[float(len(t)), -0.5] for t in body["texts"]]})
+    return aws_error(404, "ResourceNotFoundException", f"no model at {rec.path}")
+
+
+def test_titan_embeddings_signed_invoke_model(server, service_model):
+    server.default = _bedrock_embedder
+    client = create_client(provider="bedrock", model_name=TITAN, region="us-west-2", api_key=AKID,
+                           secret_key=SECRET, session_token=TOKEN, endpoint=f"http://127.0.0.1:{server.port}")
+    result = client.run_embeddings(["one two", "three", "four five six"], dimensions=256)
+    assert result == [[7.0, 0.5], [5.0, 0.5], [13.0, 0.5]]
+    assert result.usage.prompt_tokens == 6 and result.model == TITAN
+    assert len(server.requests) == 3  # Titan embeds one text per request
+    op = service_model.operation_model("InvokeModel")
+    assert op.http["method"] == "POST" and op.http["requestUri"] == "/model/{modelId}/invoke"
+    from botocore.validate import ParamValidator
+
+    for rec in server.requests:
+        check_sigv4(server, rec)
+        report = ParamValidator().validate({"modelId": TITAN, "body": rec.body, "contentType": "application/json",
+                                            "accept": rec.headers["accept"]}, op.input_shape)
+        assert not report.has_errors(), report.generate_report()
+        assert set(rec.json()) == {"inputText", "dimensions"} and rec.json()["dimensions"] == 256
+
+
+def test_cohere_embeddings_batches_of_96_async(server):
+    server.default = _bedrock_embedder
+    client = create_client(provider="bedrock", model_name=COHERE, region="us-west-2", api_key=AKID,
+                           secret_key=SECRET, endpoint=f"http://127.0.0.1:{server.port}")
+    texts = [f"doc {'y' * (i % 7)}" for i in range(200)]
+
+    async def main():
+        out = await client.arun_embeddings(texts, input_type="search_query")
+        await client.aclose()
+        return out
+
+    result = asyncio.run(main())
+    assert result == [[float(len(t)), -0.5] for t in texts] and result.usage is None
+    sizes = sorted(len(r.json()["texts"]) for r in server.requests)
+    assert sizes == [8, 96, 96]
+    assert all(r.json()["input_type"] == "search_query" for r in server.requests)
+    for rec in server.requests:
+        check_sigv4(server, rec, token=None)
+
+
+def test_embedding_errors_are_mapped_and_scrubbed(server):
+    server.add(aws_error(429, "ThrottlingException", "Too many requests"))
+    server.default = _bedrock_embedder
+    client = create_client(provider="bedrock", model_name=TITAN, region="us-west-2", api_key=AKID,
+                           secret_key=SECRET, endpoint=f"http://127.0.0.1:{server.port}", max_retries=1)
+    assert client.run_embeddings(["a"]) == [[1.0, 0.5]] and len(server.requests) == 2
+    server.default = aws_error(403, "UnrecognizedClientException", f"The security token {AKID} is invalid")
+    none, error = client.run_embeddings(["a"], return_error=True)
+    assert none is None and error["type"] == "AuthenticationError"
+    assert AKID not in repr(error) and SECRET not in repr(error)
+    server.default = Step(200, {"nothing": True})
+    with pytest.raises(ResponseError, match="no embeddings for 1 inputs"):
+        client.run_embeddings(["a"])

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from conftest import SPECS
-from fault_server import FaultServer
+from fault_server import FaultServer, Step
 
 from gen_ai.errors import (
     AuthenticationError,
@@ -23,6 +23,7 @@ from gen_ai.errors import (
     InvalidInputError,
     NotFoundError,
     RateLimitError,
+    ResponseError,
     ServerError,
     StreamError,
     StreamTruncatedError,
@@ -301,7 +302,8 @@ def test_chat_request_and_result(gem, server):
     server.add(200, generate_body("Hello there.", prompt_tokens=20, out_tokens=4))
     result = gem.run_chat_completions(MESSAGES, max_tokens=32, temperature=0.2)
     assert result == "Hello there." and result.finish_reason == "stop"
-    assert result.usage.to_dict() == {"prompt_tokens": 20, "completion_tokens": 4, "total_tokens": 24}
+    assert result.usage.to_dict() == {"prompt_tokens": 20, "completion_tokens": 4, "total_tokens": 24,
+                                      "cached_tokens": 0, "cache_write_tokens": 0, "reasoning_tokens": 0}
     assert result.model == MODEL and result.id == "resp-abc123" and result.latency > 0
     (req,) = server.requests
     assert req.method == "POST" and req.path == GEN_PATH
@@ -348,7 +350,8 @@ def test_stream_chat(gem, server):
     stream = gem.run_chat_completions_stream(MESSAGES, max_tokens=16)
     assert list(stream) == ["Hel", "lo", "!"]
     assert stream.text == "Hello!" and stream.finish_reason == "stop"
-    assert stream.usage.to_dict() == {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}
+    assert stream.usage.to_dict() == {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12,
+                                      "cached_tokens": 0, "cache_write_tokens": 0, "reasoning_tokens": 0}
     assert stream.model == MODEL and stream.latency > 0
     assert server.requests[0].path == STREAM_PATH
 
@@ -555,3 +558,68 @@ def test_key_never_leaks(gem, server, caplog):
     assert caplog.records, "the retry should have been logged"
     for record in caplog.records:
         assert KEY not in record.getMessage()
+
+
+# -- embeddings: embedContent / batchEmbedContents ----------------------------------------------
+
+EMBED_PATH = f"/v1/models/{MODEL}:embedContent"
+BATCH_EMBED_PATH = f"/v1/models/{MODEL}:batchEmbedContents"
+
+
+def _gemini_embedder(rec):
+    """Answers like Gemini: one ContentEmbedding per request, values derived from the text."""
+    body = rec.json()
+    if rec.path.endswith(":embedContent"):
+        text = body["content"]["parts"][0]["text"]
+        return Step(200, {"embedding": {"values": [float(len(text)), 1.5]}})
+    if rec.path.endswith(":batchEmbedContents"):
+        return Step(200, {"embeddings": [{"values": [float(len(r["content"]["parts"][0]["text"])), 1.5]}
+                                         for r in body["requests"]]})
+    return Step(404, error_body(404, "NOT_FOUND", f"no route {rec.path}"))
+
+
+def test_embeddings_bodies_match_the_protos(gem, server, proto):
+    server.default = _gemini_embedder
+    one = gem.run_embeddings(["hello"], dimensions=2, task_type="RETRIEVAL_QUERY")
+    assert one == [[5.0, 1.5]] and one.model == MODEL and one.usage is None
+    rec = server.requests[-1]
+    assert rec.path == EMBED_PATH and rec.headers["x-goog-api-key"] == KEY
+    body = rec.json()
+    assert proto.check(body, "EmbedContentRequest") == [], body
+    assert body == {"model": f"models/{MODEL}", "content": {"parts": [{"text": "hello"}]},
+                    "outputDimensionality": 2, "taskType": "RETRIEVAL_QUERY"}
+
+    texts = [f"t{'x' * i}" for i in range(230)]
+    many = gem.run_embeddings(texts)
+    assert many == [[float(len(t)), 1.5] for t in texts]
+    batch_recs = [r for r in server.requests if r.path == BATCH_EMBED_PATH]
+    assert sorted(len(r.json()["requests"]) for r in batch_recs) == [30, 100, 100]  # at most 100 per request
+    for r in batch_recs:
+        assert proto.check(r.json(), "BatchEmbedContentsRequest") == []
+    assert proto.check({"embedding": {"values": [1.0]}}, "EmbedContentResponse") == []
+    assert proto.check({"embeddings": [{"values": [1.0]}]}, "BatchEmbedContentsResponse") == []
+    assert proto.check({"requests": [{"model": "m", "content": {}, "output_dimensionality": 3}]},
+                       "BatchEmbedContentsRequest") != []  # the checker does catch snake_case
+
+
+def test_embeddings_errors_async_and_key_scrubbing(gem, server):
+    server.add(Step(429, error_body(429, "RESOURCE_EXHAUSTED", "quota"), headers={"Retry-After": "0"}))
+    server.default = _gemini_embedder
+
+    async def main():
+        out = await gem.arun_embeddings(["abc", "de"])
+        await gem.aclose()
+        return out
+
+    assert asyncio.run(main()) == [[3.0, 1.5], [2.0, 1.5]]
+    assert len(server.requests) == 2  # the 429 was retried
+    server.default = Step(400, error_body(400, "INVALID_ARGUMENT", f"API key not valid: {KEY}"))
+    none, error = gem.run_embeddings(["a"], return_error=True)
+    assert none is None and error["type"] == "AuthenticationError" and KEY not in repr(error)
+    server.default = Step(200, {"embeddings": [{"values": [1.0]}]})
+    with pytest.raises(ResponseError, match="1 embeddings for 2 inputs"):
+        gem.run_embeddings(["a", "b"])
+    count = len(server.requests)
+    with pytest.raises(InvalidInputError):
+        gem.run_embeddings(["a", ""])
+    assert len(server.requests) == count

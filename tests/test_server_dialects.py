@@ -142,11 +142,31 @@ def test_n3_on_vllm_is_one_request(vllm_server):
     assert len(answers) == 3 and client.server_state.max_n is None
 
 
+def litellm_client(proxy, model):
+    return create_client(endpoint=proxy.url, model_name=model, api_key=proxy.api_key, timeout=120)
+
+
 def test_guided_json_through_litellm_to_llama_cpp(litellm_proxy):
-    """litellm's proxy answers /v1/models with owned_by "openai": the client treats it as OpenAI
-    and sends response_format json_schema, which the proxy passes to llama.cpp's server."""
-    client = create_client(endpoint=litellm_proxy.url, model_name="via-xllamacpp", api_key=litellm_proxy.api_key,
-                           timeout=120)
-    result = client.run_chat_completions(MESSAGES, guided_json=SCHEMA, max_tokens=60)
-    check(result.parsed)
-    assert client.server_state.server == "openai"
+    """litellm's proxy answers /v1/models with owned_by "openai"; its /v1/model/info names it
+    (and the route). Chat: response_format passes through to llama.cpp. Completions: litellm
+    answers response_format with a 500, the client falls back to a GBNF grammar, passed on."""
+    client = litellm_client(litellm_proxy, "via-xllamacpp")
+    check(client.run_chat_completions(MESSAGES, guided_json=SCHEMA, max_tokens=60).parsed)
+    assert client.server_state.server == "litellm"
+    check(client.run_completions(PROMPT, guided_json=SCHEMA, max_tokens=60).parsed)
+    assert client.server_state.completion_dialect == "grammar"
+    stream = client.run_completions_stream(PROMPT, guided_json=SCHEMA, max_tokens=60)
+    "".join(stream)
+    check(stream.parsed)
+    answers = client.run_chat_completions(MESSAGES, n=3, max_tokens=8, temperature=0.8)
+    assert len(answers) == 3 and client.server_state.max_n == 2  # llama.cpp's 400, relayed by litellm
+
+
+def test_guided_json_through_litellm_to_vllm(litellm_proxy):
+    """A hosted_vllm/ route is detected as vLLM: completions go json_schema (litellm's 500) ->
+    structured_outputs, which litellm passes on and vLLM enforces; never guided_json."""
+    client = litellm_client(litellm_proxy, "via-vllm")
+    check(client.run_chat_completions(MESSAGES, guided_json=SCHEMA, max_tokens=60).parsed)
+    assert client.server_state.server == "vllm"
+    check(client.run_completions(PROMPT, guided_json=SCHEMA, max_tokens=60).parsed)
+    assert client.server_state.completion_dialect == "structured_outputs"

@@ -103,3 +103,28 @@ def test_stream_cut_mid_arguments_is_truncated():
     parser.close()
     with pytest.raises(StreamTruncatedError, match="'f'"):
         parser.check_tool_calls("openai")
+
+
+def test_stream_without_ids_gets_stable_ids_and_empty_cut_off_call_is_truncated():
+    head = '{"id":"x","model":"m","choices":[{"index":0,"delta":%s,"finish_reason":%s}]}'
+    parser = OpenAIStreamParser("chat", "openai", {})
+    parser.feed(_sse(head % ('{"tool_calls":[{"index":0,"function":{"name":"f","arguments":"{}"}}]}', "null")))
+    parser.feed(_sse(head % ("{}", '"tool_calls"')) + b"data: [DONE]\n\n")
+    parser.close()
+    assert parser.tool_calls == parser.tool_calls and parser.tool_calls[0].id.startswith("call_")
+    # vLLM cut off by max_tokens right after the name: no arguments at all.
+    parser = OpenAIStreamParser("chat", "openai", {})
+    parser.feed(_sse(head % ('{"tool_calls":[{"index":0,"id":"c","type":"function","function":{"name":"f"}}]}',
+                              "null")))
+    parser.feed(_sse(head % ("{}", '"length"')) + b"data: [DONE]\n\n")
+    parser.close()
+    with pytest.raises(StreamTruncatedError):
+        parser.check_tool_calls("openai")
+    # The same call finished normally is a call without parameters.
+    parser = OpenAIStreamParser("chat", "openai", {})
+    parser.feed(_sse(head % ('{"tool_calls":[{"index":0,"id":"c","type":"function","function":{"name":"f"}}]}',
+                              "null")))
+    parser.feed(_sse(head % ("{}", '"tool_calls"')) + b"data: [DONE]\n\n")
+    parser.close()
+    parser.check_tool_calls("openai")
+    assert parser.tool_calls[0].arguments == "{}"

@@ -286,7 +286,9 @@ def test_gemini_response_and_stream(proto):
             {"role": "tool", "tool_call_id": c.id, "content": "ok"} for c in result.tool_calls], tools=[get_weather])
         sent = server.requests[-1].json()
         assert proto.check(sent, "GenerateContentRequest") == []
-        assert sent["contents"][1]["parts"][1] == {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}
+        # The call's thought signature goes back on the same part (Gemini requires it).
+        assert sent["contents"][1]["parts"][1] == {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}},
+                                                   "thoughtSignature": "c2ln"}
         assert sent["contents"][2]["parts"][0]["functionResponse"]["name"] == "get_weather"
         # Streamed: each function call arrives whole in one part; chunk boundaries anywhere.
         events = [gem_t.sse({"candidates": [{"content": {"role": "model", "parts": [{"text": "Let me check."}]},

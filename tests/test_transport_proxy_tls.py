@@ -21,7 +21,7 @@ from conftest import free_port
 from fault_server import FaultServer, Step, chat_body, chat_chunks
 
 from gen_ai import APIConnectionError, create_client
-from gen_ai._http import HTTPOptions, _NoProxy
+from gen_ai._http_policy import HTTPOptions, _NoProxy
 from gen_ai.errors import ConfigurationError
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -357,3 +357,17 @@ def test_percent_encoded_proxy_credentials():
 
     assert found.auth == "Basic " + base64.b64encode(b"us@er:p:ss/w").decode()
     assert "p:ss/w" in options.secrets() and "p%3Ass%2Fw" in options.secrets()
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_unusable_environment_proxy_fails_loudly(fault_server, monkeypatch, mode):
+    """A SOCKS proxy in the environment is not silently bypassed: the call names the variable."""
+    monkeypatch.setenv("ALL_PROXY", "socks5://user:Socks-Secret-9@127.0.0.1:1080")
+    client = create_client(endpoint=fault_server.url, model_name="m")
+    with pytest.raises(ConfigurationError) as info:
+        run(client, mode)
+    assert "ALL_PROXY" in str(info.value) and "Socks-Secret-9" not in str(info.value)
+    assert fault_server.requests == []
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    fault_server.default = _answer
+    assert run(create_client(endpoint=fault_server.url, model_name="m"), mode) == "proxied"

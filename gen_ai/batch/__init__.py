@@ -35,6 +35,7 @@ The package, one file per part:
     limits.py      token buckets, the 429 pause, AIMD concurrency (the gate)
     engine.py      workers over a shared iterator; private loop and pool for sync methods
     lists.py       list batches (run_batch / arun_batch)
+    embeddings.py  embedding batches (run_embeddings_batch / arun_embeddings_batch)
     fileformat.py  OpenAI Batch API input validation and output lines
     checkpoint.py  resume: output recovery, the lock, the append-only writer
     files.py       run_batch_file / arun_batch_file
@@ -47,7 +48,8 @@ The batch talks to the client only through its public seam (``codec``, ``max_ret
 
 from __future__ import annotations
 
-from .cli import add_cli_arguments, run_cli
+from .cli import add_cli_arguments, prepare_args, run_cli
+from .embeddings import arun_embeddings_batch, run_embeddings_batch
 from .fileformat import CHAT_URL, COMPLETIONS_URL, BatchInputError, validate_input_file
 from .files import arun_batch_file, run_batch_file
 from .lists import arun_batch, run_batch
@@ -62,10 +64,13 @@ __all__ = [
     "BatchResults",
     "BatchStats",
     "add_cli_arguments",
+    "prepare_args",
     "arun_batch",
     "arun_batch_file",
+    "arun_embeddings_batch",
     "run_batch",
     "run_batch_file",
+    "run_embeddings_batch",
     "run_cli",
     "validate_input_file",
 ]

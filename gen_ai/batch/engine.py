@@ -6,12 +6,12 @@ from __future__ import annotations
 import gc
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 from .. import _core
 from ..errors import GenAIError, InvalidInputError
-from ..types import Call, Usage
+from ..types import Call, EmbeddingCall, Usage
 from .limits import _estimate_tokens, _Gate, _SyncWorkerTransport, _WorkerTransport
 from .progress import _Progress
 from .stats import BatchStats
@@ -41,9 +41,16 @@ def _error_dict(exc: BaseException, secrets: Iterable[str]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 # (key, payload) -> Call; raising GenAIError makes that item fail without a request.
-BuildCall = Callable[[Any], Call]
-# (key, payload, result or None, error dict or None)
-OnDone = Callable[[Any, Any, Any, "dict[str, Any] | None"], None]
+BuildCall = Callable[[Any], "Call | EmbeddingCall"]
+# (key, payload, result or None, error dict or None) -> None, or an awaitable the worker awaits
+# before it takes its next item (the file batch: "this item's line is on disk").
+OnDone = Callable[[Any, Any, Any, "dict[str, Any] | None"], Any]
+
+
+def _flow(codec: Any, call: Call | EmbeddingCall, max_retries: int, observer: Any, state: Any) -> _core.Flow:
+    if call.kind == "embedding":
+        return _core.embedding_flow(codec, call, max_retries, observer, state)  # type: ignore[arg-type]
+    return _core.call_flow(codec, call, max_retries, observer, state)  # type: ignore[arg-type]
 
 
 class _RelaxedGC:
@@ -92,13 +99,22 @@ class _Engine:
         # no hook is active, so an untraced batch pays one attribute check per item.
         self.hooks: Any = getattr(client, "hooks", None)
         self.observer: Any = None
+        self._replicas_before: dict[str, dict[str, Any]] | None = None
 
     def _begin(self) -> None:
+        counts = getattr(self.client.codec, "replica_stats", None)  # several endpoints
+        self._replicas_before = counts() if counts is not None else None
         if self.hooks is not None:
             self.observer = self.hooks.begin("batch", params={"max_concurrent": self.max_concurrent})
 
     def _end(self, error: BaseException | None = None) -> None:
         """End the batch's span with its statistics."""
+        before = self._replicas_before
+        if before is not None:  # this batch's requests and errors per replica
+            now = self.client.codec.replica_stats()
+            self.stats.replicas = {url: {"requests": c["requests"] - before[url]["requests"],
+                                         "errors": c["errors"] - before[url]["errors"]}
+                                   for url, c in now.items()}
         observer = self.observer
         if observer is None:
             return
@@ -112,27 +128,29 @@ class _Engine:
         else:
             observer.end(self.stats)
 
-    def _item_observer(self, call: Call) -> Any:
-        """The flow's observer for one item: the gate, wrapped by a traced child when tracing."""
-        if self.observer is None:
+    def _item_observer(self, call: Call | EmbeddingCall) -> Any:
+        """The flow's observer for one item: the gate, wrapped by a traced child when tracing
+        (chat and completion items; embedding items are counted in the batch span only)."""
+        if self.observer is None or call.kind == "embedding":
             return self.gate
         child = self.hooks.begin_call(call, inner=self.gate, parent=self.observer.info)
         return child if child is not None else self.gate
 
     def _finish_item(self, key: Any, payload: Any, result: Any, error: dict[str, Any] | None,
-                     on_done: OnDone) -> None:
+                     on_done: OnDone) -> Any:
         stats = self.stats
         if error is None:
             stats.succeeded += 1
             stats.add_usage(_result_usage(result))
         else:
             stats.failed += 1
-        on_done(key, payload, result, error)
+        waiter = on_done(key, payload, result, error)
         if self.progress.active:
             self.progress.update()
+        return waiter
 
-    async def run_async(self, items: Iterator[tuple[Any, Any]], build: BuildCall, on_done: OnDone,
-                        transport: Any) -> None:
+    async def run_async(self, items: Iterator[tuple[Any, Any]] | AsyncIterator[tuple[Any, Any]],
+                        build: BuildCall, on_done: OnDone, transport: Any) -> None:
         import asyncio
 
         self._begin()
@@ -149,20 +167,36 @@ class _Engine:
             raise
         self._end()
 
-    async def _worker(self, items: Iterator[tuple[Any, Any]], build: BuildCall, on_done: OnDone,
-                      transport: Any) -> None:
+    async def _worker(self, items: Iterator[tuple[Any, Any]] | AsyncIterator[tuple[Any, Any]],
+                      build: BuildCall, on_done: OnDone, transport: Any) -> None:
         client = self.client
         codec, secrets, max_retries = client.codec, client.secrets(), client.max_retries
         state = client.server_state  # what the client learned (dialect, n limit) serves the batch too
         gate = self.gate
         wt = _WorkerTransport(gate, transport)
-        for key, payload in items:
+        # A sync iterator (lists) or an async one shared by every worker (files read off the loop).
+        sync_items = items if isinstance(items, Iterator) else None
+        async_items = None if sync_items is not None else items
+        while True:
+            if sync_items is not None:
+                try:
+                    key, payload = next(sync_items)
+                except StopIteration:
+                    break
+            else:
+                assert async_items is not None
+                try:
+                    key, payload = await async_items.__anext__()  # type: ignore[union-attr]
+                except StopAsyncIteration:
+                    break
             result: Any = None
             error: dict[str, Any] | None = None
             try:
                 call = build(payload)
             except Exception as exc:
-                self._finish_item(key, payload, None, _error_dict(exc, secrets), on_done)
+                waiter = self._finish_item(key, payload, None, _error_dict(exc, secrets), on_done)
+                if waiter is not None:
+                    await waiter
                 continue
             wt.cost = cost = _estimate_tokens(call) if gate.tokens is not None else 0.0
             await gate.acquire(cost)
@@ -170,8 +204,7 @@ class _Engine:
             wt.debited = cost
             observer: Any = gate if self.observer is None else self._item_observer(call)
             try:
-                result = await _core.run_async(_core.call_flow(codec, call, max_retries, observer, state), wt,
-                                               secrets)
+                result = await _core.run_async(_flow(codec, call, max_retries, observer, state), wt, secrets)
             except Exception as exc:
                 if not isinstance(exc, GenAIError):
                     logger.exception("gen_ai: unexpected error in a batch item")
@@ -186,7 +219,9 @@ class _Engine:
                 gate.reconcile(wt.debited, _result_usage(result))
                 if observer is not gate:
                     observer.end(result)
-            self._finish_item(key, payload, result, error, on_done)
+            waiter = self._finish_item(key, payload, result, error, on_done)
+            if waiter is not None:
+                await waiter
 
     def run_sync(self, items: Iterator[tuple[Any, Any]], build: BuildCall, on_done: OnDone) -> None:
         client = self.client
@@ -213,7 +248,7 @@ class _Engine:
                 wt.cost = _estimate_tokens(call) if gate.tokens is not None else 0.0
                 wt.debited = 0.0
                 observer = gate if self.observer is None else self._item_observer(call)
-                result = _core.run_sync(_core.call_flow(codec, call, max_retries, observer, self.client.server_state),
+                result = _core.run_sync(_flow(codec, call, max_retries, observer, self.client.server_state),
                                         wt, secrets)
             except Exception as exc:
                 if not isinstance(exc, GenAIError):

@@ -3,18 +3,22 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import sys
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Generator
 from typing import Any
 
 from ..errors import InvalidInputError
-from ..types import Call, ChatResult, ChatResults
+from ..types import Call, ChatResult, ChatResults, EmbeddingCall
 
 CHAT_URL = "/v1/chat/completions"
 COMPLETIONS_URL = "/v1/completions"
-_URL_KINDS = {CHAT_URL: "chat", COMPLETIONS_URL: "completion"}
+EMBEDDINGS_URL = "/v1/embeddings"
+_URL_KINDS = {CHAT_URL: "chat", COMPLETIONS_URL: "completion", EMBEDDINGS_URL: "embedding"}
 
 
 class BatchInputError(InvalidInputError):
@@ -56,7 +60,8 @@ def _check_line(line_no: int, raw: bytes, seen: dict[str, int], problems: list[t
     url = obj.get("url")
     kind = _URL_KINDS.get(url) if isinstance(url, str) else None
     if kind is None:
-        problems.append((line_no, f"unknown url {url!r} (use {CHAT_URL!r} or {COMPLETIONS_URL!r})"))
+        problems.append((line_no, f"unknown url {url!r} (use {CHAT_URL!r}, {COMPLETIONS_URL!r} or "
+                                  f"{EMBEDDINGS_URL!r})"))
     body = obj.get("body")
     if not isinstance(body, dict):
         problems.append((line_no, "missing body" if body is None else "body must be a JSON object"))
@@ -69,6 +74,23 @@ def _check_line(line_no: int, raw: bytes, seen: dict[str, int], problems: list[t
             problems.append((line_no, "body.messages must be a non-empty list"))
         elif not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
             problems.append((line_no, "every item of body.messages must be an object with a role"))
+    elif kind == "embedding":
+        texts = body.get("input")
+        if isinstance(texts, str):
+            if not texts:
+                problems.append((line_no, "body.input is an empty string"))
+        elif not isinstance(texts, list) or not texts:
+            problems.append((line_no, "body.input must be a non-empty string or a non-empty list of strings"))
+        else:
+            for i, text in enumerate(texts):
+                if not isinstance(text, str) or not text:
+                    what = "an empty string" if text == "" else f"a {type(text).__name__}"
+                    hint = " (token arrays are not supported; send the text)" if isinstance(text, (int, list)) else ""
+                    problems.append((line_no, f"body.input[{i}] is {what}, not a non-empty string{hint}"))
+                    break
+        fmt = body.get("encoding_format")
+        if fmt is not None and fmt not in ("float", "base64"):
+            problems.append((line_no, f"body.encoding_format must be 'float' or 'base64', got {fmt!r}"))
     elif kind == "completion":
         if not isinstance(body.get("prompt"), str) or not body.get("prompt"):
             problems.append((line_no, "body.prompt must be a non-empty string"))
@@ -95,8 +117,18 @@ def _validate(path: str | os.PathLike[str]) -> dict[str, int]:
 
 
 def _call_from_body(client: Any, kind: str, body: dict[str, Any], timeout: float, default_max_tokens: int,
-                    use_body_model: bool) -> Call:
+                    use_body_model: bool) -> Call | EmbeddingCall:
     body = dict(body)
+    if kind == "embedding":
+        texts = body.pop("input")
+        model = body.pop("model", None)
+        dimensions = body.pop("dimensions", None)
+        body.pop("encoding_format", None)  # the client picks the wire encoding; the output keeps the asked one
+        embedding: EmbeddingCall = client.embedding_call([texts] if isinstance(texts, str) else texts, dimensions,
+                                                         timeout, False, None, 4, body)
+        if use_body_model and model:
+            embedding.extra["model"] = model  # OpenAI-compatible bodies: sent as the body's model
+        return embedding
     source = body.pop("messages" if kind == "chat" else "prompt", None)
     model = body.pop("model", None)
     body.pop("stream", None)
@@ -114,6 +146,27 @@ def _call_from_body(client: Any, kind: str, body: dict[str, Any], timeout: float
                               1.0 if top_p is None else top_p, 1 if n is None else n, timeout, None, None,
                               False, body)
     return call
+
+
+def _embeddings_body(result: Any, request_body: dict[str, Any], model: str | None) -> dict[str, Any]:
+    """A CreateEmbeddingResponse: base64 vectors when the line asked for them, else floats."""
+    as_base64 = request_body.get("encoding_format") == "base64"
+    data = []
+    for i, vector in enumerate(result):
+        values = vector.tolist() if hasattr(vector, "tolist") else vector
+        if as_base64:
+            import array
+            import base64
+
+            floats = array.array("f", values)
+            if sys.byteorder != "little":  # pragma: no cover - big-endian hosts
+                floats.byteswap()
+            values = base64.b64encode(floats.tobytes()).decode("ascii")
+        data.append({"object": "embedding", "index": i, "embedding": values})
+    usage = result.usage
+    tokens = usage.prompt_tokens if usage is not None else 0
+    return {"object": "list", "data": data, "model": result.model or model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
 
 def _response_body(result: Any, kind: str, model: str | None) -> dict[str, Any]:
@@ -140,12 +193,13 @@ def _response_body(result: Any, kind: str, model: str | None) -> dict[str, Any]:
 
 
 def _output_line(custom_id: str, kind: str, result: Any, error: dict[str, Any] | None,
-                 model: str | None) -> bytes:
+                 model: str | None, request_body: dict[str, Any] | None = None) -> bytes:
     request_id = f"req_{os.urandom(12).hex()}"
     record: dict[str, Any] = {"id": f"batch_req_{os.urandom(12).hex()}", "custom_id": custom_id}
     if error is None:
         record["response"] = {"status_code": 200, "request_id": request_id,
-                              "body": _response_body(result, kind, model)}
+                              "body": (_embeddings_body(result, request_body or {}, model) if kind == "embedding"
+                                       else _response_body(result, kind, model))}
         record["error"] = None
     else:
         status = error.get("status_code")
@@ -157,7 +211,7 @@ def _output_line(custom_id: str, kind: str, result: Any, error: dict[str, Any] |
     return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
 
 
-def _pending(path: str, done: set[str]) -> Iterator[tuple[str, tuple[str, dict[str, Any]]]]:
+def _pending(path: str, done: set[str]) -> Generator[tuple[str, tuple[str, dict[str, Any]]], None, None]:
     """The input lines still without a result, read lazily (the file was validated already)."""
     with open(path, "rb") as f:
         for raw in f:
@@ -169,3 +223,75 @@ def _pending(path: str, done: set[str]) -> Iterator[tuple[str, tuple[str, dict[s
                 yield custom_id, (_URL_KINDS[obj["url"]], obj["body"])
 
 
+
+
+class _PendingReader:
+    """``_pending`` read off the event loop: an async iterator, safe to share between workers,
+    that reads and parses ``CHUNK`` lines at a time in a thread and starts the next read when
+    half of the current chunk is taken (so workers rarely wait and memory stays bounded)."""
+
+    CHUNK = 512
+
+    def __init__(self, path: str, done: set[str]) -> None:
+        import asyncio
+
+        self._loop = asyncio.get_running_loop()
+        self._lines = _pending(path, done)
+        self._ready: deque[tuple[str, tuple[str, dict[str, Any]]]] = deque()
+        self._fetch: Any = None
+        self._eof = False
+        self._error: BaseException | None = None
+
+    def _read(self) -> list[tuple[str, tuple[str, dict[str, Any]]]]:  # in a thread
+        return list(itertools.islice(self._lines, self.CHUNK))
+
+    def _start(self) -> None:
+        self._fetch = fetch = self._loop.run_in_executor(None, self._read)
+        fetch.add_done_callback(self._arrived)  # runs before the tasks awaiting it wake up
+
+    def _arrived(self, fetch: Any) -> None:
+        self._fetch = None
+        if fetch.cancelled():
+            self._error = self._error or RuntimeError("reading the batch input was cancelled")
+            return
+        error = fetch.exception()
+        if error is not None:
+            self._error = error
+            return
+        chunk = fetch.result()
+        if len(chunk) < self.CHUNK:
+            self._eof = True
+        self._ready.extend(chunk)
+
+    def __aiter__(self) -> _PendingReader:
+        return self
+
+    async def __anext__(self) -> tuple[str, tuple[str, dict[str, Any]]]:
+        ready = self._ready
+        while not ready:
+            if self._error is not None:
+                raise self._error
+            if self._eof:
+                raise StopAsyncIteration
+            if self._fetch is None:
+                self._start()
+            await _wait_for(self._fetch)
+        item = ready.popleft()
+        if len(ready) < self.CHUNK // 2 and not self._eof and self._fetch is None and self._error is None:
+            self._start()
+        return item
+
+    def close(self) -> None:
+        """Close the input file (after a read in flight, if any, has finished)."""
+        self._eof = True
+        if self._fetch is None:
+            self._lines.close()
+        else:
+            self._fetch.add_done_callback(lambda _: self._lines.close())
+
+
+async def _wait_for(future: Any) -> None:
+    """Wait for ``future`` without taking its result or exception (``_arrived`` handles those)."""
+    import asyncio
+
+    await asyncio.wait((future,))

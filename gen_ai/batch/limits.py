@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import _core
 from ..errors import GenAIError, InvalidInputError
-from ..types import Call, Usage
+from ..types import Call, EmbeddingCall, Usage
 from .stats import BatchStats
 
 logger = logging.getLogger("gen_ai")
@@ -69,6 +69,9 @@ class _Gate(_core.Observer):
         self.next_decrease = 0.0
         self.stats = stats
         stats.min_concurrency = max_concurrent
+        # Limits shared with other processes (gen_ai.ray_data: one Ray actor per job): an object
+        # with ``async reserve(cost) -> seconds to wait`` and ``pause(seconds)``; None: local only.
+        self.shared: Any = None
 
     # -- observer (called by the call flow before it sleeps for a retry) ---------------------
 
@@ -82,6 +85,8 @@ class _Gate(_core.Observer):
             if now + delay > self.pause_until:
                 self.pause_until = now + delay
                 logger.info("gen_ai: batch paused for %.2fs after a 429", delay)
+            if self.shared is not None:  # every process sharing the limits pauses too
+                self.shared.pause(delay)
         if status in (429, 503) and now >= self.next_decrease:
             self.next_decrease = now + max(_DECREASE_COOLDOWN, delay)
             self.limit = max(1.0, self.limit / 2)
@@ -132,6 +137,8 @@ class _Gate(_core.Observer):
                 raise
         try:
             delay = self.reserve(cost)
+            if self.shared is not None:
+                delay = max(delay, await self.shared.reserve(cost))
             if delay > 0:
                 import asyncio
 
@@ -229,7 +236,10 @@ class _SyncWorkerTransport:
         raise NotImplementedError("batch calls do not stream")
 
 
-def _estimate_tokens(call: Call) -> float:
+def _estimate_tokens(call: Call | EmbeddingCall) -> float:
+    if type(call) is EmbeddingCall:
+        return sum(len(text) for text in call.inputs) / 4.0
+    assert type(call) is Call
     chars = 0
     if call.prompt is not None:
         chars = len(call.prompt)

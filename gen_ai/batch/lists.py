@@ -19,7 +19,7 @@ logger = logging.getLogger("gen_ai")
 def _list_batch_setup(client: Any, kind: str, inputs: Any, max_tokens: Any, temperature: Any, top_p: Any,
                       n: Any, timeout: Any, guided_json: Any, max_concurrent: Any, progress: Any,
                       requests_per_minute: Any, tokens_per_minute: Any, schema_retries: Any,
-                      extra: dict[str, Any]) -> tuple[Any, ...]:
+                      extra: dict[str, Any], rate_limiter: Any = None) -> tuple[Any, ...]:
     if isinstance(inputs, (str, bytes, dict)) or not hasattr(inputs, "__iter__"):
         what = "message lists" if kind == "chat" else "prompt strings"
         raise InvalidInputError(f"batch: expected a list of {what}, got {type(inputs).__name__}",
@@ -47,6 +47,7 @@ def _list_batch_setup(client: Any, kind: str, inputs: Any, max_tokens: Any, temp
                            str(error.get("message"))[:200])
 
     engine = _Engine(client, min(max_concurrent, max(1, len(items))), rpm, tpm, prog, stats)
+    engine.gate.shared = rate_limiter
     return items, engine, build, on_done, results, errors, stats, prog
 
 
@@ -64,12 +65,12 @@ def run_batch(client: Any, kind: str, inputs: Any, *, max_tokens: int = 256, tem
               concurrent: bool = True, max_concurrent: int = 5, return_error: bool = False,
               progress: Any = None, requests_per_minute: float | None = None,
               tokens_per_minute: float | None = None, schema_retries: int | None = None,
-              **extra: Any) -> Any:
+              rate_limiter: Any = None, **extra: Any) -> Any:
     """The sync list batch behind ``Client.run_chat_completions_batch`` / ``run_completions_batch``."""
     start = time.monotonic()
     items, engine, build, on_done, results, errors, stats, prog = _list_batch_setup(
         client, kind, inputs, max_tokens, temperature, top_p, n, timeout, guided_json, max_concurrent,
-        progress, requests_per_minute, tokens_per_minute, schema_retries, extra)
+        progress, requests_per_minute, tokens_per_minute, schema_retries, extra, rate_limiter)
     if items:
         if concurrent:
             def make() -> Any:
@@ -86,14 +87,14 @@ async def arun_batch(client: Any, kind: str, inputs: Any, *, max_tokens: int = 2
                      concurrent: bool = True, max_concurrent: int = 5, return_error: bool = False,
                      progress: Any = None, requests_per_minute: float | None = None,
                      tokens_per_minute: float | None = None, schema_retries: int | None = None,
-                     **extra: Any) -> Any:
+                     rate_limiter: Any = None, **extra: Any) -> Any:
     """The async list batch, on the client's own async pool (sized up to ``max_concurrent``).
     ``concurrent=False`` sends one item at a time."""
     start = time.monotonic()
     items, engine, build, on_done, results, errors, stats, prog = _list_batch_setup(
         client, kind, inputs, max_tokens, temperature, top_p, n, timeout, guided_json,
         max_concurrent if concurrent else 1, progress, requests_per_minute, tokens_per_minute,
-        schema_retries, extra)
+        schema_retries, extra, rate_limiter)
     if items:
         await _with_transport(client, engine.max_concurrent, False,
                               lambda t: engine.run_async(iter(enumerate(items)), build, on_done, t))

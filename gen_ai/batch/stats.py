@@ -14,6 +14,8 @@ class BatchStats:
     the lowest in-flight limit the adaptive limiter went down to."""
 
     __slots__ = (
+        "cache_write_tokens",
+        "cached_tokens",
         "completion_tokens",
         "elapsed",
         "failed",
@@ -21,6 +23,8 @@ class BatchStats:
         "min_concurrency",
         "prompt_tokens",
         "rate_limited",
+        "reasoning_tokens",
+        "replicas",
         "requests",
         "retries",
         "skipped",
@@ -39,18 +43,27 @@ class BatchStats:
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.total_tokens = 0
+        self.cached_tokens = 0
+        self.cache_write_tokens = 0
+        self.reasoning_tokens = 0
         self.elapsed = 0.0
         self.min_concurrency = 0
+        # With several endpoints: {url: {"requests": n, "errors": m}} for this batch's requests.
+        self.replicas: dict[str, dict[str, int]] | None = None
 
     @property
     def usage(self) -> Usage:
-        return Usage(self.prompt_tokens, self.completion_tokens, self.total_tokens)
+        return Usage(self.prompt_tokens, self.completion_tokens, self.total_tokens, self.cached_tokens,
+                     self.cache_write_tokens, self.reasoning_tokens)
 
     def add_usage(self, usage: Usage | None) -> None:
         if usage is not None:
             self.prompt_tokens += usage.prompt_tokens
             self.completion_tokens += usage.completion_tokens
             self.total_tokens += usage.total_tokens
+            self.cached_tokens += usage.cached_tokens
+            self.cache_write_tokens += usage.cache_write_tokens
+            self.reasoning_tokens += usage.reasoning_tokens
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}

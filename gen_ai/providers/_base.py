@@ -17,6 +17,8 @@ flow in ``gen_ai/_core.py`` drives it:
                                     the flow applies them to the state and sends again)
     refresh_credentials()          -> None             (may block; run off the event loop when
                                                         ``blocking_credentials`` is true)
+    models_request()               -> Request | None   (optional: list what the endpoint serves)
+    parse_models(raw)              -> [{"id": ..., ...}]
 
 ``extra_keywords`` lists, per call kind, the extra keyword arguments the client lets through
 (see gen_ai/_keywords.py); None lets everything through.
@@ -43,7 +45,18 @@ from ..errors import (
     error_class_for_status,
     is_retryable_status,
 )
-from ..types import Call, Completion, RawResponse, Request, StreamEvent, ToolCall, Usage, new_call_id
+from ..types import (
+    Call,
+    Completion,
+    EmbeddingCall,
+    EmbeddingPart,
+    RawResponse,
+    Request,
+    StreamEvent,
+    ToolCall,
+    Usage,
+    new_call_id,
+)
 
 _TITLE_RE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _TAG_RE = re.compile(r"<[^>]+>")
@@ -137,10 +150,30 @@ class StreamParser:
         self.id: str | None = None
         self.events: list[StreamEvent] = []
         self._tools: ToolCallBuffer | None = None  # created by the first tool-call fragment
+        self.reasoning_parts: list[str] = []  # thinking text of choice 0, never in feed()'s output
+        self.reasoning_details: list[dict[str, Any]] | None = None  # opaque items to send back
+        self.logprobs: list[Any] | None = None  # TokenLogprob of choice 0, when asked for
 
     @property
     def text(self) -> str:
         return "".join(self.parts)
+
+    @property
+    def reasoning(self) -> str | None:
+        parts = self.reasoning_parts
+        return "".join(parts) if parts else None
+
+    def add_reasoning(self, text: str) -> None:
+        """A thinking-text delta: kept for ``stream.reasoning`` (and, when ``stream.events()``
+        asked, a "reasoning" StreamEvent); never returned by ``feed``."""
+        self.reasoning_parts.append(text)
+        if self.want_events:
+            self.events.append(StreamEvent("reasoning", text=text))
+
+    def add_detail(self, item: dict[str, Any]) -> None:
+        if self.reasoning_details is None:
+            self.reasoning_details = []
+        self.reasoning_details.append(item)
 
     @property
     def tool_calls(self) -> list[ToolCall]:
@@ -159,10 +192,12 @@ class StreamParser:
         tools = self._tools
         if tools is None or self.finish_reason not in (None, "length"):
             return
-        for call in tools.calls():
-            try:
+        for call in tools.calls(raw=True):
+            try:  # no arguments at all under "length" is a cut-off call too (seen on vLLM)
+                if not call.arguments.strip():
+                    raise ValueError("no arguments arrived")
                 _ = call.parsed_arguments
-            except GenAIError:
+            except (GenAIError, ValueError):
                 raise StreamTruncatedError(
                     f"the stream ended in the middle of tool call {call.name!r}'s arguments "
                     f"(finish_reason={self.finish_reason!r}, {len(call.arguments)} characters of JSON arrived)",
@@ -225,8 +260,13 @@ class ToolCallBuffer:
             if parser.want_events:
                 parser.events.append(StreamEvent("tool_call_delta", index=slot_index, arguments=fragment))
 
-    def calls(self) -> list[ToolCall]:
-        return [ToolCall(slot[0] or new_call_id(), slot[1], "".join(slot[2]), i)
+    def calls(self, raw: bool = False) -> list[ToolCall]:
+        """The calls so far; a call with no argument fragments has "{}" (a call without
+        parameters) unless ``raw``."""
+        for slot in self._slots:
+            if not slot[0]:
+                slot[0] = new_call_id()  # made once, so every read of the calls agrees
+        return [ToolCall(slot[0], slot[1], "".join(slot[2]) or ("" if raw else "{}"), i)
                 for i, slot in enumerate(self._slots)]
 
     def __len__(self) -> int:
@@ -294,6 +334,14 @@ class Codec:
     def fallback(self, call: Call, request: Request, error: GenAIError, state: ServerState) -> Changes | None:
         return None
 
+    def models_request(self) -> Request | None:
+        """A GET listing the models the endpoint serves (``gen-ai models``); None: it cannot."""
+        return None
+
+    def parse_models(self, response: RawResponse) -> list[dict[str, Any]]:
+        """The models in a 2xx answer to ``models_request()``, each a dict with an ``id``."""
+        return model_entries(decode_json(response, self.provider))
+
     def build_request(self, call: Call, state: ServerState = FRESH) -> Request:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -305,6 +353,26 @@ class Codec:
 
     def stream_parser(self, call: Call, headers: Mapping[str, str]) -> StreamParser:  # pragma: no cover
         raise NotImplementedError
+
+    # -- embeddings (optional): pure build/parse, driven by _core.embedding_flow ---------------
+
+    # Inputs per request by default (run_embeddings(batch_size=) overrides, up to the max);
+    # 0 means the provider has no embeddings.
+    embedding_batch_size = 0
+    embedding_max_batch = 0
+    # Whether an empty string is refused (before any request, naming its index).
+    embedding_rejects_empty = True
+
+    def build_embedding_request(self, call: EmbeddingCall, state: ServerState = FRESH) -> Request:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def parse_embedding_response(self, call: EmbeddingCall, response: RawResponse) -> EmbeddingPart:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def embedding_fallback(self, call: EmbeddingCall, request: Request, error: GenAIError,
+                           state: ServerState) -> Changes | None:
+        """Like ``fallback``: the state changes that let the request succeed, or None."""
+        return None
 
     def __repr__(self) -> str:  # never the headers: they hold credentials
         return (f"<{type(self).__name__} endpoint={getattr(self, 'base_url', None)!r} "
@@ -353,6 +421,26 @@ def _system_text(parts: Any, i: int) -> str:
                                     field=f"messages[{i}].content[{j}]")
         texts.append(str(part.get("text", "")))
     return "\n".join(texts)
+
+
+def model_entries(data: Any) -> list[dict[str, Any]]:
+    """Model lists in the shapes the providers use, as dicts with ``id`` first: OpenAI and
+    Anthropic ``{"data": [{"id"}]}``, Gemini ``{"models": [{"name": "models/x"}]}``, Bedrock
+    ``{"modelSummaries": [{"modelId"}]}``, and a bare list."""
+    items: Any = data
+    if isinstance(data, dict):
+        items = next((data[k] for k in ("data", "models", "modelSummaries") if isinstance(data.get(k), list)), [])
+    out: list[dict[str, Any]] = []
+    for item in items if isinstance(items, list) else ():
+        if not isinstance(item, dict):
+            continue
+        name = item.get("id") or item.get("modelId") or item.get("name")
+        if not isinstance(name, str) or not name:
+            continue
+        if name.startswith("models/") and "id" not in item:
+            name = name[len("models/"):]
+        out.append({"id": name, **{k: v for k, v in item.items() if k not in ("id", "modelId")}})
+    return out
 
 
 def dumps(value: Any) -> bytes:
@@ -426,7 +514,8 @@ def _opt_str(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-_CONTEXT_WORDS = ("context length", "context_length", "maximum context", "too many tokens", "prompt is too long")
+_CONTEXT_WORDS = ("context length", "context_length", "maximum context", "too many tokens", "prompt is too long",
+                  "context size")  # llama.cpp: "exceeds the available context size"
 
 
 def status_error(
@@ -468,3 +557,42 @@ def status_error(
         body=_text(response.body)[:BODY_LIMIT],
         retry_after=parse_retry_after(response.headers),
     )
+
+
+def float_vector(values: Any, as_numpy: bool, provider: str) -> Any:
+    """One JSON list of numbers as a list of floats (or a float32 numpy array)."""
+    if not isinstance(values, list) or not values:
+        raise ResponseError(f"an embedding is not a non-empty list of numbers: {str(values)[:100]}",
+                            provider=provider)
+    if as_numpy:
+        import numpy
+
+        return numpy.asarray(values, dtype=numpy.float32)
+    return values
+
+
+def base64_vector(text: Any, as_numpy: bool, provider: str) -> Any:
+    """A base64 string of little-endian float32 values (OpenAI's ``encoding_format: "base64"``)
+    as a list of floats (or a numpy array): about 4x fewer bytes and no float parsing."""
+    import base64
+    import binascii
+
+    try:
+        raw = base64.b64decode(text)
+    except (binascii.Error, TypeError, ValueError):
+        raise ResponseError(f"an embedding is not valid base64: {str(text)[:60]!r}", provider=provider) from None
+    if not raw or len(raw) % 4:
+        raise ResponseError(f"a base64 embedding has {len(raw)} bytes, not a whole number of float32 values",
+                            provider=provider)
+    if as_numpy:
+        import numpy
+
+        return numpy.frombuffer(raw, dtype="<f4").copy()
+    import array
+    import sys
+
+    floats = array.array("f")
+    floats.frombytes(raw)
+    if sys.byteorder != "little":  # pragma: no cover - big-endian hosts
+        floats.byteswap()
+    return floats.tolist()

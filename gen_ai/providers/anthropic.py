@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -89,6 +90,50 @@ _ERROR_TYPES: dict[str, tuple[type[APIStatusError], bool]] = {
 }
 _SAMPLING_WORDS = ("temperature", "top_p", "top_k", "sampling")
 _SAMPLING_FIELDS = frozenset({"temperature", "top_p"})
+# reasoning_effort -> budget_tokens for manual extended thinking ({type: "enabled"}).
+THINKING_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384, "xhigh": 32768, "max": 64000}
+# reasoning_effort -> output_config.effort for adaptive thinking (low, medium, high, xhigh, max).
+ADAPTIVE_EFFORTS = {"minimal": "low"}
+_MODEL_VERSION_RE = re.compile(r"claude-(?:opus|sonnet|haiku)-(\d+)(?:[-.](\d{1,2}))?(?!\d)")
+
+
+def thinking_mode(model_name: str) -> str:
+    """"adaptive" for Claude 4.6 and later (adaptive thinking with output_config.effort; the
+    budget_tokens form is deprecated there), "enabled" (budget_tokens) for older models."""
+    match = _MODEL_VERSION_RE.search(model_name.lower())
+    if match is None:
+        return "enabled"
+    version = (int(match.group(1)), int(match.group(2) or 0))
+    return "adaptive" if version >= (4, 6) else "enabled"
+
+
+def thinking_fields(effort: str | int, max_tokens: int, mode: str) -> tuple[dict[str, Any], str | None]:
+    """(the ``thinking`` object, the output_config.effort or None) for a reasoning_effort.
+    Raises InvalidInputError when a thinking budget cannot fit below max_tokens."""
+    if effort == "none":
+        return {"type": "disabled"}, None
+    if mode == "adaptive" and isinstance(effort, str):
+        return {"type": "adaptive"}, ADAPTIVE_EFFORTS.get(effort, effort)
+    if isinstance(effort, int):
+        budget = effort
+    elif effort in THINKING_BUDGETS:
+        budget = THINKING_BUDGETS[effort]
+    else:
+        raise InvalidInputError(
+            f"reasoning_effort={effort!r} is not a level this model's extended thinking takes",
+            suggestion=f"Use one of {', '.join(THINKING_BUDGETS)}, \"none\", or a budget in tokens (>= 1024).",
+            field="reasoning_effort",
+        )
+    # Thinking tokens count against max_tokens, and budget_tokens must be >= 1024 and < max_tokens.
+    budget = min(budget, max_tokens - 1)
+    if budget < 1024:
+        raise InvalidInputError(
+            f"max_tokens={max_tokens} leaves no room for extended thinking (budget_tokens must be >= 1024 and "
+            "below max_tokens, and thinking tokens count against max_tokens)",
+            suggestion="Pass max_tokens=4096 or more with reasoning_effort, or reasoning_effort=\"none\".",
+            field="max_tokens",
+        )
+    return {"type": "enabled", "budget_tokens": budget}, None
 _RETRYABLE_STREAM_ERRORS = frozenset({"overloaded_error", "api_error", "rate_limit_error", "timeout_error"})
 
 
@@ -146,6 +191,9 @@ class AnthropicCodec(Codec):
         # ServerState.rejected_fields); True: always; False: never.
         self.sampling_params = sampling_params
         self._send_sampling = sampling_params is not False
+        # How this model takes reasoning_effort ("adaptive" or "enabled"), from the model name;
+        # a 400 naming the other form is learned in ServerState.thinking_mode.
+        self.thinking_mode = thinking_mode(model_name)
         credentials = {"x-api-key": self._api_key} if self._api_key else {}
         self._headers = json_headers({"anthropic-version": anthropic_version, **credentials}, headers)
 
@@ -172,6 +220,17 @@ class AnthropicCodec(Codec):
             if self.strict_schema:
                 schema = closed_objects(schema)
             body["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
+        if call.reasoning_effort is not None:
+            thinking, effort = thinking_fields(call.reasoning_effort, call.max_tokens,
+                                               state.thinking_mode or self.thinking_mode)
+            body["thinking"] = thinking
+            if effort is not None:
+                body["output_config"] = {**body.get("output_config", {}), "effort": effort}
+            if thinking["type"] != "disabled":
+                # Thinking is not compatible with temperature or top_k changes (top_p only 0.95..1).
+                body.pop("temperature", None)
+                if body.get("top_p", 1.0) < 0.95:
+                    body.pop("top_p")
         if call.extra:
             extra = dict(call.extra)
             stop = extra.pop("stop", None)
@@ -187,7 +246,22 @@ class AnthropicCodec(Codec):
         return Request("POST", self._url, headers, dumps(self.build_body(call, state)), call.stream,
                        state.rejected_fields)
 
+    def models_request(self) -> Request | None:
+        # GET /v1/models pages with limit (at most 1000) and after_id; one page of 1000 is plenty.
+        url = self.base_url + ("/models" if self.base_url.endswith("/v1") else "/v1/models") + "?limit=1000"
+        return Request("GET", url, {k: v for k, v in self._headers.items() if k != "Content-Type"})
+
     def fallback(self, call: Call, request: Request, error: GenAIError, state: ServerState) -> Changes | None:
+        effort = call.reasoning_effort
+        if effort is not None and effort != "none" and error.status_code == 400:
+            message = (error.message or "").lower()
+            body = request.body or b""
+            mode = state.thinking_mode
+            if b'"adaptive"' in body and "adaptive" in message:
+                return {"thinking_mode": (mode, "enabled")}
+            if b'"budget_tokens"' in body and isinstance(effort, str) and \
+                    ("budget_tokens" in message or "adaptive" in message):
+                return {"thinking_mode": (mode, "adaptive")}
         used = request.facts if request.facts is not None else frozenset()
         if self.sampling_params is not None or "temperature" in used or error.status_code != 400:
             return None
@@ -208,18 +282,28 @@ class AnthropicCodec(Codec):
             )
         texts: list[str] = []
         tool_calls: list[ToolCall] = []
+        thinking: list[str] = []
+        details: list[dict[str, Any]] = []
         for block in data["content"]:
             if not isinstance(block, dict):
                 continue
-            if block.get("type") == "text":
+            kind = block.get("type")
+            if kind == "text":
                 texts.append(str(block.get("text") or ""))
-            elif block.get("type") == "tool_use":
+            elif kind == "thinking":
+                thinking.append(str(block.get("thinking") or ""))
+                details.append({"type": "anthropic.thinking", "thinking": str(block.get("thinking") or ""),
+                                "signature": str(block.get("signature") or "")})
+            elif kind == "redacted_thinking":
+                details.append({"type": "anthropic.redacted_thinking", "data": str(block.get("data") or "")})
+            elif kind == "tool_use":
                 tool_calls.append(ToolCall(str(block.get("id") or ""), str(block.get("name") or ""),
                                            json.dumps(block.get("input") or {}, ensure_ascii=False),
                                            len(tool_calls)))
         stop = data.get("stop_reason")
         return Completion(["".join(texts)], [map_stop_reason(stop)], usage_from_json(data.get("usage")),
-                          data.get("model"), data, data.get("id"), [tool_calls] if tool_calls else None)
+                          data.get("model"), data, data.get("id"), [tool_calls] if tool_calls else None,
+                          ["".join(thinking)] if thinking else None, [details] if details else None)
 
     def parse_error(self, response: RawResponse) -> GenAIError:
         message, error_type, code = error_details(response.body)
@@ -248,9 +332,11 @@ def usage_from_json(usage: Any) -> Usage | None:
     """input_tokens excludes cached prompt tokens; prompt_tokens counts them all."""
     if not isinstance(usage, dict):
         return None
-    prompt = sum(token_count(usage.get(k)) for k in
-                 ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
-    return Usage(prompt, token_count(usage.get("output_tokens")))
+    read = token_count(usage.get("cache_read_input_tokens"))
+    write = token_count(usage.get("cache_creation_input_tokens"))
+    # output_tokens includes thinking tokens; Anthropic does not report them apart.
+    return Usage(token_count(usage.get("input_tokens")) + read + write, token_count(usage.get("output_tokens")),
+                 None, read, write)
 
 
 def convert_messages(messages: list[dict[str, Any]]) -> tuple[str | None, list[dict[str, Any]]]:
@@ -273,8 +359,10 @@ def convert_messages(messages: list[dict[str, Any]]) -> tuple[str | None, list[d
             continue
         results = None
         calls = message.get("tool_calls") if role == "assistant" else None
+        details = message.get("reasoning_details") if role == "assistant" else None
         if calls:
-            blocks: list[dict[str, Any]] = []
+            # Thinking blocks go first, unmodified (required before tool_use when thinking is on).
+            blocks: list[dict[str, Any]] = thinking_blocks(details) if details else []
             if isinstance(content, str):
                 if content:
                     blocks.append({"type": "text", "text": content})
@@ -286,9 +374,34 @@ def convert_messages(messages: list[dict[str, Any]]) -> tuple[str | None, list[d
                                "input": arguments_object(function.get("arguments"))})
             out.append({"role": "assistant", "content": blocks})
             continue
-        out.append({"role": role, "content": content if isinstance(content, str)
-                    else [_block(part, i, j) for j, part in enumerate(content)]})
+        converted: Any = (content if isinstance(content, str)
+                          else [_block(part, i, j) for j, part in enumerate(content)])
+        if details:
+            converted = thinking_blocks(details) + _as_blocks(converted)
+        out.append({"role": role, "content": converted})
     return ("\n\n".join(system) if system else None), out
+
+
+def thinking_blocks(details: Any) -> list[dict[str, Any]]:
+    """The thinking / redacted_thinking blocks of a to_message() ``reasoning_details`` list,
+    unmodified and in order, as the Messages API requires them back (other providers' items are
+    skipped)."""
+    blocks: list[dict[str, Any]] = []
+    for item in details if isinstance(details, list) else ():
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") == "anthropic.thinking":
+            blocks.append({"type": "thinking", "thinking": item.get("thinking", ""),
+                           "signature": item.get("signature", "")})
+        elif item.get("type") == "anthropic.redacted_thinking":
+            blocks.append({"type": "redacted_thinking", "data": item.get("data", "")})
+    return blocks
+
+
+def _as_blocks(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    return list(content)
 
 
 def tool_fields(call: Call) -> dict[str, Any]:
@@ -365,6 +478,7 @@ class AnthropicStreamParser(StreamParser):
         self._done = False
         self._input: dict[str, Any] = {}
         self._output_tokens = 0
+        self._blocks: dict[int, dict[str, Any]] = {}  # index -> thinking block being streamed
 
     def feed(self, chunk: bytes) -> list[str]:
         out: list[str] = []
@@ -392,17 +506,42 @@ class AnthropicStreamParser(StreamParser):
         kind = obj.get("type") or name
         if kind == "content_block_delta":
             delta = obj.get("delta")
-            if isinstance(delta, dict) and delta.get("type") == "text_delta" and type(delta.get("text")) is str \
-                    and delta["text"]:
-                out.append(delta["text"])
-                if self.want_events:
-                    self.events.append(StreamEvent("text", text=delta["text"]))
-            elif isinstance(delta, dict) and delta.get("type") == "input_json_delta":
+            if not isinstance(delta, dict):
+                delta = {}
+            dtype = delta.get("type")
+            if dtype == "text_delta":
+                if type(delta.get("text")) is str and delta["text"]:
+                    out.append(delta["text"])
+                    if self.want_events:
+                        self.events.append(StreamEvent("text", text=delta["text"]))
+            elif dtype == "input_json_delta":
                 self.tool_buffer().add(obj.get("index"), str(delta.get("partial_json") or ""))
+            elif dtype == "thinking_delta":
+                piece = delta.get("thinking")
+                if type(piece) is str and piece:
+                    self.add_reasoning(piece)
+                    block = self._blocks.get(obj.get("index", -1))
+                    if block is not None:
+                        block["thinking"] += piece
+            elif dtype == "signature_delta":
+                block = self._blocks.get(obj.get("index", -1))
+                if block is not None:
+                    block["signature"] += str(delta.get("signature") or "")
         elif kind == "content_block_start":
-            block = obj.get("content_block")
-            if isinstance(block, dict) and block.get("type") == "tool_use":
-                self.tool_buffer().start(obj.get("index"), block.get("id"), block.get("name"))
+            start = obj.get("content_block")
+            if not isinstance(start, dict):
+                start = {}
+            if start.get("type") == "tool_use":
+                self.tool_buffer().start(obj.get("index"), start.get("id"), start.get("name"))
+            elif start.get("type") == "thinking":
+                block = {"type": "anthropic.thinking", "thinking": str(start.get("thinking") or ""),
+                         "signature": str(start.get("signature") or "")}
+                if block["thinking"]:
+                    self.add_reasoning(block["thinking"])
+                self._blocks[obj.get("index", -1)] = block
+                self.add_detail(block)
+            elif start.get("type") == "redacted_thinking":
+                self.add_detail({"type": "anthropic.redacted_thinking", "data": str(start.get("data") or "")})
         elif kind == "message_start":
             message = obj.get("message") or {}
             self.id = message.get("id")

@@ -30,7 +30,7 @@ from urllib.parse import quote
 from .._keywords import AZURE_KEYWORDS
 from .._state import FRESH, Changes, ServerState
 from ..errors import ConfigurationError, ContentFilterError, GenAIError
-from ..types import Call, Completion, RawResponse, Request
+from ..types import Call, Completion, EmbeddingCall, RawResponse, Request
 from ._base import StreamParser, dumps, error_details, status_error
 from .openai import OpenAICodec, OpenAIStreamParser, normalize_base_url
 
@@ -127,7 +127,8 @@ class AzureCodec(OpenAICodec):
         elif isinstance(azure_ad_token, str):
             self._headers["Authorization"] = f"Bearer {azure_ad_token}"
         query = "" if self.v1 else f"?api-version={quote(api_version, safe='')}"
-        self._urls = {"chat": f"{base}/chat/completions{query}", "completion": f"{base}/completions{query}"}
+        self._urls = {"chat": f"{base}/chat/completions{query}", "completion": f"{base}/completions{query}",
+                      "embedding": f"{base}/embeddings{query}"}
 
     def secrets(self) -> tuple[str, ...]:
         # Tokens from a token callable change: the last few issued are scrubbed too.
@@ -150,7 +151,7 @@ class AzureCodec(OpenAICodec):
             self._issued.append(token)
         return token
 
-    def build_request(self, call: Call, state: ServerState = FRESH) -> Request:
+    def _request_headers(self) -> dict[str, str]:
         headers = self._headers
         if callable(self._token):
             try:
@@ -158,17 +159,42 @@ class AzureCodec(OpenAICodec):
             except IndexError:  # build_request called outside the call flow
                 token = self._new_token()
             headers = {**headers, "Authorization": f"Bearer {token}"}
-        return Request("POST", self._urls[call.kind], headers, dumps(self.build_body(call, state)), call.stream)
+        return headers
+
+    def build_request(self, call: Call, state: ServerState = FRESH) -> Request:
+        return Request("POST", self._urls[call.kind], self._request_headers(), dumps(self.build_body(call, state)),
+                       call.stream)
+
+    def build_embedding_request(self, call: EmbeddingCall, state: ServerState = FRESH) -> Request:
+        return Request("POST", self._urls["embedding"], self._request_headers(),
+                       dumps(self.build_embedding_body(call, state)))
 
     def probe_request(self, call: Call, state: ServerState) -> Request | None:
         return None  # the dialect is known: json_schema
+
+    def models_request(self) -> Request | None:
+        # v1 route: GET .../openai/v1/models; dated versions: GET .../openai/models?api-version=.
+        if self.v1:
+            url = f"{self.base_url}/models"
+        else:
+            root = self.base_url.rsplit("/openai/deployments/", 1)[0]
+            url = f"{root}/openai/models?api-version={quote(self.api_version, safe='')}"
+        headers = {k: v for k, v in self._headers.items() if k != "Content-Type"}
+        if callable(self._token):
+            token = self._token()
+            if token not in self._issued:
+                self._issued.append(token)
+            headers["Authorization"] = f"Bearer {token}"
+        return Request("GET", url, headers)
 
     def fallback(self, call: Call, request: Request, error: GenAIError, state: ServerState) -> Changes | None:
         # Only stream_options may be missing (old api-versions); never change the schema dialect.
         if call.stream and error.status_code == 400 and "stream_options" in (error.message or "").lower() \
                 and b'"stream_options"' in (request.body or b""):
             return {"stream_usage": (True, False)}
-        return None
+        # Reasoning deployments (o-series, gpt-5) under any deployment name: max_completion_tokens,
+        # no temperature / top_p, learned from the 400 once per client.
+        return self.adapt_reasoning_params(call, request, error, state)
 
     # -- responses --------------------------------------------------------------------------
 

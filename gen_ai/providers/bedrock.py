@@ -54,8 +54,18 @@ from ..errors import (
     StreamTruncatedError,
 )
 from ..tools import arguments_object, tool_result_text
-from ..types import Call, Completion, RawResponse, Request, StreamEvent, ToolCall, Usage
-from ._base import Codec, StreamParser, decode_json, describe_body, dumps, split_system, status_error, token_count
+from ..types import Call, Completion, EmbeddingCall, EmbeddingPart, RawResponse, Request, StreamEvent, ToolCall, Usage
+from ._base import (
+    Codec,
+    StreamParser,
+    decode_json,
+    describe_body,
+    dumps,
+    float_vector,
+    split_system,
+    status_error,
+    token_count,
+)
 
 logger = logging.getLogger("gen_ai")
 
@@ -212,6 +222,11 @@ class BedrockCodec(Codec):
         # be the path on the wire. '/' in ARNs must be escaped, and "%2F" survives both transports.
         model_path = f"{self.base_url}/model/{quote(model_name, safe=':')}"
         self._urls = {False: f"{model_path}/converse", True: f"{model_path}/converse-stream"}
+        # Embeddings go through InvokeModel, whose body is the model family's own format:
+        # Cohere Embed takes up to 96 texts per request, Titan Embeddings one.
+        self._invoke_url = f"{model_path}/invoke"
+        self.embedding_family = "cohere" if "cohere" in model_name.lower() else "titan"
+        self.embedding_batch_size = self.embedding_max_batch = 96 if self.embedding_family == "cohere" else 1
         self._headers = {"Content-Type": "application/json"}
         if headers:
             self._headers.update(headers)
@@ -272,6 +287,8 @@ class BedrockCodec(Codec):
         if call.top_p != 1.0:
             inference["topP"] = call.top_p
         body["inferenceConfig"] = inference
+        if call.reasoning_effort is not None:
+            self._add_reasoning(body, inference, call)
         if call.tools:
             body["toolConfig"] = _tool_config(call)
         if call.schema is not None:
@@ -281,8 +298,43 @@ class BedrockCodec(Codec):
             stop = extra.pop("stop", None)
             if stop:
                 inference["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+            if "additionalModelRequestFields" in body:  # already merged with the reasoning fields
+                extra.pop("additionalModelRequestFields", None)
             body.update(extra)
         return body
+
+    def _add_reasoning(self, body: dict[str, Any], inference: dict[str, Any], call: Call) -> None:
+        """reasoning_effort in the model family's own additionalModelRequestFields."""
+        effort = call.reasoning_effort
+        assert effort is not None
+        model = self.model_name.lower()
+        fields: dict[str, Any]
+        if "anthropic." in model or "claude" in model:
+            from .anthropic import thinking_fields, thinking_mode
+
+            thinking, level = thinking_fields(effort, call.max_tokens, thinking_mode(model))
+            fields = {"thinking": thinking}
+            if level is not None:
+                fields["output_config"] = {"effort": level}
+            if thinking["type"] != "disabled":
+                inference.pop("temperature", None)  # Claude's thinking takes no temperature change
+                if inference.get("topP", 1.0) < 0.95:
+                    inference.pop("topP")
+        elif "amazon.nova" in model and isinstance(effort, str):
+            fields = {"reasoningConfig": {"type": "disabled"} if effort == "none" else
+                      {"type": "enabled", "maxReasoningEffort": {"minimal": "low", "xhigh": "high",
+                                                                "max": "high"}.get(effort, effort)}}
+        elif ("openai." in model or "gpt-oss" in model) and isinstance(effort, str):
+            fields = {"reasoning_effort": effort}
+        else:
+            raise InvalidInputError(
+                f"reasoning_effort={effort!r}: gen_ai does not know how Bedrock model {self.model_name!r} "
+                "takes a reasoning effort",
+                suggestion="Pass the model's own field instead, e.g. additionalModelRequestFields={...}.",
+                field="reasoning_effort",
+            )
+        user = call.extra.get("additionalModelRequestFields") if call.extra else None
+        body["additionalModelRequestFields"] = {**fields, **user} if isinstance(user, dict) else fields
 
     def _schema_mode(self, state: ServerState) -> str:
         return state.chat_dialect or self.schema_mode if self.structured_output == "auto" else self.schema_mode
@@ -314,7 +366,71 @@ class BedrockCodec(Codec):
         return Request("POST", url, headers, body, call.stream,
                        self._schema_mode(state) if call.schema is not None else None)
 
-    def _sign(self, url: str, headers: dict[str, str], body: bytes) -> dict[str, str]:
+    # -- embeddings (InvokeModel) ------------------------------------------------------------
+
+    def build_embedding_body(self, call: EmbeddingCall) -> dict[str, Any]:
+        body: dict[str, Any]
+        if self.embedding_family == "cohere":
+            # input_type is required by Cohere Embed v3+; documents unless the caller says otherwise.
+            body = {"texts": call.inputs, "input_type": "search_document"}
+            if call.dimensions is not None:
+                body["output_dimension"] = call.dimensions  # Embed v4
+        else:
+            body = {"inputText": call.inputs[0]}
+            if call.dimensions is not None:
+                body["dimensions"] = call.dimensions  # Titan Text Embeddings V2: 256, 512 or 1024
+        if call.extra:
+            body.update(call.extra)
+        return body
+
+    def build_embedding_request(self, call: EmbeddingCall, state: ServerState = FRESH) -> Request:
+        url = self._invoke_url
+        body = dumps(self.build_embedding_body(call))
+        headers = dict(self._headers)
+        headers["Accept"] = "application/json"
+        if self._credentials is not None:
+            headers = self._sign(url, headers, body)
+        return Request("POST", url, headers, body)
+
+    def parse_embedding_response(self, call: EmbeddingCall, response: RawResponse) -> EmbeddingPart:
+        data = decode_json(response, self.provider)
+        if not isinstance(data, dict):
+            data = {}
+        tokens: int | None = None
+        if self.embedding_family == "cohere":
+            items = data.get("embeddings")
+            if isinstance(items, dict):  # embedding_types given: {"float": [[...]], ...}
+                items = items.get("float")
+            meta = data.get("meta")
+            billed = meta.get("billed_units") if isinstance(meta, dict) else None
+            if isinstance(billed, dict) and isinstance(billed.get("input_tokens"), int):
+                tokens = billed["input_tokens"]
+        else:
+            one = data.get("embedding")
+            items = [one] if one is not None else None
+            if isinstance(data.get("inputTextTokenCount"), int):
+                tokens = data["inputTextTokenCount"]
+        if not isinstance(items, list) or len(items) != len(call.inputs):
+            got = f"{len(items)} embeddings" if isinstance(items, list) else "no embeddings"
+            raise ResponseError(f"the {self.model_name} response has {got} for {len(call.inputs)} inputs",
+                                status_code=response.status, url=response.url, method=response.method,
+                                provider=self.provider)
+        vectors = [float_vector(item, call.as_numpy, self.provider) for item in items]
+        return EmbeddingPart(vectors, None if tokens is None else Usage(tokens, 0, tokens), self.model_name)
+
+    def models_request(self) -> Request | None:
+        # ListFoundationModels lives on the control plane (bedrock.REGION, not bedrock-runtime).
+        base = self.base_url
+        if base == f"https://bedrock-runtime.{self.region}.amazonaws.com":
+            base = f"https://bedrock.{self.region}.amazonaws.com"
+        url = f"{base}/foundation-models"
+        headers = {k: v for k, v in self._headers.items() if k != "Content-Type"}
+        headers["Accept"] = "application/json"
+        if self._credentials is not None:
+            headers = self._sign(url, headers, b"", "GET")
+        return Request("GET", url, headers)
+
+    def _sign(self, url: str, headers: dict[str, str], body: bytes, method: str = "POST") -> dict[str, str]:
         """SigV4 with botocore's canonical request and signature. Not ``SigV4Auth.add_auth``: it
         logs the canonical request (holding the session token) and the signature at DEBUG."""
         import datetime
@@ -329,7 +445,7 @@ class BedrockCodec(Codec):
         except IndexError:  # build_request called outside the call flow
             credentials = self._credentials.get_frozen_credentials()
         signer = SigV4Auth(credentials, "bedrock", self.region)
-        request = AWSRequest(method="POST", url=url, data=body, headers=headers)
+        request = AWSRequest(method=method, url=url, data=body, headers=headers)
         timestamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         request.context["timestamp"] = timestamp
         request.headers["X-Amz-Date"] = timestamp
@@ -366,6 +482,8 @@ class BedrockCodec(Codec):
             )
         texts: list[str] = []
         tool_uses: list[Any] = []
+        thinking: list[str] = []
+        details: list[dict[str, Any]] = []
         for block in message.get("content") or ():
             if not isinstance(block, dict):
                 continue
@@ -373,6 +491,15 @@ class BedrockCodec(Codec):
                 texts.append(block["text"])
             elif isinstance(block.get("toolUse"), dict):
                 tool_uses.append(block["toolUse"])
+            elif isinstance(block.get("reasoningContent"), dict):
+                reasoning = block["reasoningContent"]
+                item = reasoning.get("reasoningText")
+                if isinstance(item, dict):
+                    thinking.append(str(item.get("text") or ""))
+                    details.append({"type": "bedrock.reasoning", "text": item.get("text") or "",
+                                    "signature": item.get("signature")})
+                elif reasoning.get("redactedContent"):
+                    details.append({"type": "bedrock.redacted", "data": reasoning["redactedContent"]})
         stop = data.get("stopReason")
         tool_calls: list[ToolCall] | None
         tool = _answer_tool(call)
@@ -393,7 +520,8 @@ class BedrockCodec(Codec):
         headers = response.headers
         request_id = headers.get("x-amzn-requestid") if headers else None
         return Completion([text], [reason], _usage(data.get("usage")), self.model_name, data,
-                          request_id, [tool_calls] if tool_calls else None)
+                          request_id, [tool_calls] if tool_calls else None, ["".join(thinking)] if thinking else None,
+                          [details] if details else None)
 
     def parse_error(self, response: RawResponse) -> GenAIError:
         code, message = _error_code_and_message(response)
@@ -429,6 +557,7 @@ class BedrockStreamParser(StreamParser):
         self._stopped = False
         self._pending = 0
         self._deferred: StreamError | None = None
+        self._blocks: dict[int, dict[str, Any]] = {}  # contentBlockIndex -> reasoning block
         self.model = model
 
     def feed(self, chunk: bytes) -> list[str]:
@@ -483,6 +612,10 @@ class BedrockStreamParser(StreamParser):
                 self._structured_tool = True
         if event == "contentBlockDelta":
             delta = data.get("delta") or {}
+            reasoning = delta.get("reasoningContent")
+            if isinstance(reasoning, dict):
+                self._reasoning_delta(data.get("contentBlockIndex", -1), reasoning)
+                return
             text = delta.get("text")
             if text is None and "toolUse" in delta:
                 fragment = (delta.get("toolUse") or {}).get("input")
@@ -503,6 +636,23 @@ class BedrockStreamParser(StreamParser):
             self.finish_reason = _finish_reason(data.get("stopReason"), self._structured_tool)
         elif event == "metadata":
             self.usage = _usage(data.get("usage"))
+
+    def _reasoning_delta(self, index: int, delta: dict[str, Any]) -> None:
+        """ReasoningContentBlockDelta: text pieces, then the block's signature (or redacted data)."""
+        if delta.get("redactedContent"):
+            self.add_detail({"type": "bedrock.redacted", "data": delta["redactedContent"]})
+            return
+        block = self._blocks.get(index)
+        if block is None:
+            block = self._blocks[index] = {"type": "bedrock.reasoning", "text": "", "signature": None}
+            self.add_detail(block)
+        text = delta.get("text")
+        if type(text) is str and text:
+            self.add_reasoning(text)
+            block["text"] += text
+        signature = delta.get("signature")
+        if type(signature) is str and signature:
+            block["signature"] = (block["signature"] or "") + signature
 
     def close(self) -> list[str]:
         self._raise_deferred()
@@ -535,6 +685,9 @@ def _convert_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, An
             blocks = [{"toolResult": result}]
         else:
             blocks = _content_blocks(content, i)
+            details = message.get("reasoning_details") if role == "assistant" else None
+            if details:  # reasoning blocks first, text and signature unmodified
+                blocks = _reasoning_blocks(details) + blocks
             for call in (message.get("tool_calls") or ()) if role == "assistant" else ():
                 function = call.get("function") or {}
                 blocks.append({"toolUse": {"toolUseId": call["id"], "name": function.get("name"),
@@ -546,6 +699,23 @@ def _convert_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, An
         else:
             out.append({"role": role, "content": blocks})
     return system, out
+
+
+def _reasoning_blocks(details: Any) -> list[dict[str, Any]]:
+    """Converse reasoningContent blocks from a to_message() ``reasoning_details`` list (the text
+    and signature unmodified, as Bedrock requires them back); other providers' items skipped."""
+    blocks: list[dict[str, Any]] = []
+    for item in details if isinstance(details, list) else ():
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") == "bedrock.reasoning":
+            text: dict[str, Any] = {"text": item.get("text") or ""}
+            if item.get("signature"):
+                text["signature"] = item["signature"]
+            blocks.append({"reasoningContent": {"reasoningText": text}})
+        elif item.get("type") == "bedrock.redacted":
+            blocks.append({"reasoningContent": {"redactedContent": item.get("data")}})
+    return blocks
 
 
 def _result_blocks(content: Any, index: int) -> list[dict[str, Any]]:
@@ -650,9 +820,16 @@ def _finish_reason(stop: Any, structured_tool: bool) -> str | None:
 def _usage(usage: Any) -> Usage | None:
     if not isinstance(usage, dict):
         return None
+    """Converse's ``inputTokens`` leaves out cache reads and writes (``totalTokens`` counts them),
+    so they are added back; when ``totalTokens`` shows a model counted them inside
+    ``inputTokens`` already, they are not added twice."""
     prompt = token_count(usage.get("inputTokens"))
     completion = token_count(usage.get("outputTokens"))
-    return Usage(prompt, completion, token_count(usage.get("totalTokens")) or prompt + completion)
+    read = token_count(usage.get("cacheReadInputTokens"))
+    write = token_count(usage.get("cacheWriteInputTokens"))
+    if (read or write) and usage.get("totalTokens") != prompt + completion:
+        prompt += read + write
+    return Usage(prompt, completion, None, read, write)
 
 
 def _error_code_and_message(response: RawResponse) -> tuple[str | None, str]:

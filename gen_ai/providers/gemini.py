@@ -30,6 +30,7 @@ from urllib.parse import quote, urlsplit
 
 from .._keywords import GEMINI_GENERATION, GEMINI_KEYWORDS
 from .._sse import SSEDecoder
+from .._state import FRESH, ServerState
 from ..errors import (
     AuthenticationError,
     ConfigurationError,
@@ -44,13 +45,26 @@ from ..errors import (
 )
 from ..images import split_data_url
 from ..tools import arguments_object, tool_names_by_id, tool_result_text
-from ..types import Call, Completion, RawResponse, Request, StreamEvent, ToolCall, Usage, new_call_id
+from ..types import (
+    Call,
+    Completion,
+    EmbeddingCall,
+    EmbeddingPart,
+    RawResponse,
+    Request,
+    StreamEvent,
+    TokenLogprob,
+    ToolCall,
+    Usage,
+    new_call_id,
+)
 from ._base import (
     Codec,
     StreamParser,
     decode_json,
     dumps,
     error_details,
+    float_vector,
     json_headers,
     split_system,
     status_error,
@@ -76,6 +90,31 @@ _STATUSES: dict[str, tuple[type[GenAIError], bool]] = {
     "PERMISSION_DENIED": (AuthenticationError, False),
 }
 _DURATION_RE = re.compile(r"^\s*([0-9.]+)s\s*$")
+# reasoning_effort -> thinkingLevel (Gemini 3 and later) or thinkingBudget (Gemini 2.5).
+THINKING_LEVELS = {"none": "minimal", "minimal": "minimal", "low": "low", "medium": "medium", "high": "high",
+                   "xhigh": "high", "max": "high"}
+THINKING_BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 32768,
+                    "max": 32768, "auto": -1, "dynamic": -1}
+_GEMINI_VERSION_RE = re.compile(r"gemini-(\d+)")
+
+
+def thinking_config(effort: str | int, model_name: str) -> dict[str, Any]:
+    """generationConfig.thinkingConfig for a reasoning_effort. Thoughts are asked for
+    (includeThoughts) unless thinking is switched off, so ``result.reasoning`` gets them."""
+    config: dict[str, Any]
+    if isinstance(effort, int):
+        config = {"thinkingBudget": effort}
+    else:
+        match = _GEMINI_VERSION_RE.search(model_name.lower())
+        if match is not None and int(match.group(1)) >= 3:
+            config = {"thinkingLevel": THINKING_LEVELS.get(effort, effort)}
+        elif effort in THINKING_BUDGETS:
+            config = {"thinkingBudget": THINKING_BUDGETS[effort]}
+        else:
+            config = {"thinkingLevel": effort}  # a provider-specific value, passed through
+    if config.get("thinkingBudget") != 0:
+        config["includeThoughts"] = True
+    return config
 
 
 def _base_url(endpoint: str) -> str:
@@ -91,6 +130,10 @@ def _base_url(endpoint: str) -> str:
     if parts.path in ("", "/"):
         base += "/v1beta"
     return base
+
+
+# run_embeddings(**extra) keys -> EmbedContentRequest JSON names.
+_EMBED_FIELDS = {"task_type": "taskType", "output_dimensionality": "outputDimensionality"}
 
 
 class GeminiCodec(Codec):
@@ -132,6 +175,9 @@ class GeminiCodec(Codec):
             False: f"{self.base_url}/{resource}:generateContent",
             True: f"{self.base_url}/{resource}:streamGenerateContent?alt=sse",
         }
+        self._resource = resource
+        self._embed_urls = {False: f"{self.base_url}/{resource}:embedContent",
+                            True: f"{self.base_url}/{resource}:batchEmbedContents"}
         self._api_key = api_key or None
         self.safety_settings = safety_settings
         self._headers = json_headers({"x-goog-api-key": self._api_key} if self._api_key else {}, headers)
@@ -156,6 +202,12 @@ class GeminiCodec(Codec):
         if call.schema is not None:
             config["responseMimeType"] = "application/json"
             config["responseJsonSchema"] = call.schema.json_schema
+        if call.reasoning_effort is not None:
+            config["thinkingConfig"] = thinking_config(call.reasoning_effort, self.model_name)
+        if call.logprobs:
+            config["responseLogprobs"] = True
+            if call.top_logprobs is not None:
+                config["logprobs"] = call.top_logprobs
         if call.tools is not None or call.tool_choice is not None:
             body.update(tool_fields(call))
         if self.safety_settings:
@@ -172,11 +224,54 @@ class GeminiCodec(Codec):
         body["generationConfig"] = config
         return body
 
+    def models_request(self) -> Request | None:
+        # models.list: GET /v1beta/models, pageSize at most 1000.
+        return Request("GET", f"{self.base_url}/models?pageSize=1000",
+                       {k: v for k, v in self._headers.items() if k != "Content-Type"})
+
     def build_request(self, call: Call, state: Any = None) -> Request:
         headers = self._headers
         if call.stream:
             headers = {**headers, "Accept": "text/event-stream"}
         return Request("POST", self._urls[call.stream], headers, dumps(self.build_body(call)), call.stream)
+
+    # -- embeddings: embedContent (one text) / batchEmbedContents (several) ----------------
+
+    embedding_batch_size = 100
+    embedding_max_batch = 100  # batchEmbedContents takes at most 100 requests
+
+    def build_embedding_body(self, call: EmbeddingCall) -> dict[str, Any]:
+        requests = []
+        for text in call.inputs:
+            request: dict[str, Any] = {"model": self._resource, "content": {"parts": [{"text": text}]}}
+            if call.dimensions is not None:
+                request["outputDimensionality"] = call.dimensions
+            for key, value in call.extra.items():  # taskType, title (snake_case accepted too)
+                request[_EMBED_FIELDS.get(key, key)] = value
+            requests.append(request)
+        if len(requests) == 1:
+            return requests[0]
+        return {"requests": requests}
+
+    def build_embedding_request(self, call: EmbeddingCall, state: ServerState = FRESH) -> Request:
+        return Request("POST", self._embed_urls[len(call.inputs) > 1], self._headers,
+                       dumps(self.build_embedding_body(call)))
+
+    def parse_embedding_response(self, call: EmbeddingCall, response: RawResponse) -> EmbeddingPart:
+        data = decode_json(response, self.provider)
+        if len(call.inputs) == 1:
+            one = data.get("embedding") if isinstance(data, dict) else None
+            items = [one] if one is not None else None
+        else:
+            items = data.get("embeddings") if isinstance(data, dict) else None
+        if not isinstance(items, list) or len(items) != len(call.inputs):
+            got = f"{len(items)} embeddings" if isinstance(items, list) else "no embeddings"
+            raise ResponseError(f"the embeddings response has {got} for {len(call.inputs)} inputs",
+                                status_code=response.status, url=response.url, method=response.method,
+                                provider=self.provider)
+        vectors = [float_vector(item.get("values") if isinstance(item, dict) else None, call.as_numpy,
+                                self.provider) for item in items]
+        return EmbeddingPart(vectors, None, self.model_name)
 
     # -- responses ------------------------------------------------------------------------
 
@@ -197,6 +292,9 @@ class GeminiCodec(Codec):
         reasons: list[str | None] = []
         blocked: list[str] = []
         tool_calls: list[list[ToolCall] | None] | None = None
+        thoughts: list[str | None] = []
+        details: list[list[dict[str, Any]] | None] = []
+        logprobs: list[Any] = []
         for candidate in candidates:
             raw_reason = candidate.get("finishReason")
             if raw_reason in BLOCK_REASONS:
@@ -211,10 +309,16 @@ class GeminiCodec(Codec):
                 tool_calls[len(texts) - 1] = calls
                 reason = "tool_calls"  # Gemini says STOP for an answer that is function calls
             reasons.append(reason)
+            thought, detail = candidate_reasoning(candidate)
+            thoughts.append(thought)
+            details.append(detail)
+            logprobs.append(candidate_logprobs(candidate) if "logprobsResult" in candidate else None)
         if blocked and not texts:
             raise blocked_error(blocked[0], self.provider, candidates[0].get("finishMessage"))
         return Completion(texts, reasons, usage_from_json(data.get("usageMetadata")),
-                          data.get("modelVersion"), data, data.get("responseId"), tool_calls)
+                          data.get("modelVersion"), data, data.get("responseId"), tool_calls,
+                          thoughts if any(thoughts) else None, details if any(details) else None,
+                          logprobs if any(lp is not None for lp in logprobs) else None)
 
     def parse_error(self, response: RawResponse) -> GenAIError:
         message, status, code = error_details(response.body)
@@ -251,14 +355,63 @@ def candidate_text(candidate: dict[str, Any]) -> str:
                    if isinstance(p, dict) and type(p.get("text")) is str and not p.get("thought"))
 
 
+def candidate_reasoning(candidate: dict[str, Any]) -> tuple[str | None, list[dict[str, Any]] | None]:
+    """The thought text (parts with ``thought: true``, sent with includeThoughts) and the
+    ``thoughtSignature`` of each part that has one, for to_message() to send back on that part."""
+    thoughts: list[str] = []
+    details: list[dict[str, Any]] | None = None
+    for part in (candidate.get("content") or {}).get("parts") or ():
+        if not isinstance(part, dict):
+            continue
+        if part.get("thought") and part.get("text"):
+            thoughts.append(str(part["text"]))
+        signature = part.get("thoughtSignature")
+        if signature:
+            call = part.get("functionCall")
+            item: dict[str, Any] = {"type": "gemini.thought_signature", "signature": signature,
+                                    "part": "function_call" if call else ("thought" if part.get("thought") else "text")}
+            if isinstance(call, dict):
+                item["name"] = call.get("name")
+            details = (details or []) + [item]
+    return ("".join(thoughts) if thoughts else None), details
+
+
+def candidate_logprobs(candidate: dict[str, Any]) -> list[TokenLogprob] | None:
+    """Candidate.logprobsResult: chosenCandidates[i] and topCandidates[i].candidates per step."""
+    result = candidate.get("logprobsResult")
+    if not isinstance(result, dict):
+        return None
+    chosen = result.get("chosenCandidates")
+    tops = result.get("topCandidates")
+    tops = tops if isinstance(tops, list) else []
+    out = []
+    for i, item in enumerate(chosen if isinstance(chosen, list) else ()):
+        if not isinstance(item, dict):
+            continue
+        top = tops[i].get("candidates") if i < len(tops) and isinstance(tops[i], dict) else None
+        out.append(TokenLogprob(str(item.get("token", "")), _logprob(item.get("logProbability")),
+                                [(str(t.get("token", "")), _logprob(t.get("logProbability")))
+                                 for t in (top if isinstance(top, list) else ()) if isinstance(t, dict)]))
+    return out
+
+
+def _logprob(value: Any) -> float:
+    return float(value) if type(value) in (int, float) else 0.0
+
+
 def usage_from_json(usage: Any) -> Usage | None:
     if not isinstance(usage, dict):
         return None
-    prompt = token_count(usage.get("promptTokenCount"))
-    # Thinking tokens are billed as output.
-    completion = token_count(usage.get("candidatesTokenCount")) + token_count(usage.get("thoughtsTokenCount"))
-    total = usage.get("totalTokenCount")
-    return Usage(prompt, completion, token_count(total) if total is not None else None)
+    """promptTokenCount already includes cachedContentTokenCount; tool-use prompt tokens
+    (toolUsePromptTokenCount, input the model read from its tools) count as prompt; thinking
+    tokens (thoughtsTokenCount, billed as output) as completion. So total = prompt + completion
+    equals Gemini's totalTokenCount."""
+    prompt = token_count(usage.get("promptTokenCount")) + token_count(usage.get("toolUsePromptTokenCount"))
+    thoughts = token_count(usage.get("thoughtsTokenCount"))
+    completion = token_count(usage.get("candidatesTokenCount")) + thoughts
+    if not prompt and not completion and usage.get("totalTokenCount"):
+        return Usage(0, 0, token_count(usage["totalTokenCount"]))
+    return Usage(prompt, completion, None, token_count(usage.get("cachedContentTokenCount")), 0, thoughts)
 
 
 def blocked_error(reason: str, provider: str, detail: Any = None, *, prompt: bool = False) -> ContentFilterError:
@@ -342,7 +495,11 @@ def convert_messages(messages: list[dict[str, Any]]) -> tuple[list[str], list[di
             if call.get("id") and not str(call["id"]).startswith("gemini_"):
                 function_call["id"] = call["id"]
             parts.append({"functionCall": function_call})
-        contents.append({"role": "model" if role == "assistant" else "user", "parts": parts or [{"text": ""}]})
+        parts = parts or [{"text": ""}]
+        details = message.get("reasoning_details") if role == "assistant" else None
+        if details:
+            attach_thought_signatures(parts, details)
+        contents.append({"role": "model" if role == "assistant" else "user", "parts": parts})
     return system, contents
 
 
@@ -396,6 +553,27 @@ def _call_id() -> str:
     # Gemini API calls often carry no id; the tool result is matched by name then. The prefix
     # tells convert_messages not to send our made-up id back.
     return "gemini_" + new_call_id()
+
+
+def attach_thought_signatures(parts: list[dict[str, Any]], details: Any) -> None:
+    """Put each Gemini ``thoughtSignature`` of a to_message() back on the part it came with: a
+    function call's on that call's part (by name), a text or thought one on the first text part
+    (the answer's text is sent back as one part). Other providers' items are skipped."""
+    for item in details if isinstance(details, list) else ():
+        if not isinstance(item, dict) or item.get("type") != "gemini.thought_signature":
+            continue
+        target = None
+        if item.get("part") == "function_call":
+            target = next((p for p in parts if isinstance(p.get("functionCall"), dict)
+                           and p["functionCall"].get("name") == item.get("name")
+                           and "thoughtSignature" not in p), None)
+        else:
+            target = next((p for p in parts if "text" in p and "thoughtSignature" not in p), None)
+        if target is None:
+            if not parts or item.get("part") == "function_call":
+                continue
+            target = parts[0]
+        target["thoughtSignature"] = item.get("signature")
 
 
 def _part(part: dict[str, Any], i: int, j: int) -> dict[str, Any]:
@@ -477,6 +655,18 @@ class GeminiStreamParser(StreamParser):
             self.usage = usage_from_json(obj["usageMetadata"])
         for candidate in obj.get("candidates") or ():
             index = int(candidate.get("index") or 0)
+            if index == 0:
+                if "logprobsResult" in candidate:
+                    more = candidate_logprobs(candidate) or []
+                    if self.logprobs is None:
+                        self.logprobs = more
+                    else:
+                        self.logprobs.extend(more)
+                thought, detail = candidate_reasoning(candidate)
+                if thought:
+                    self.add_reasoning(thought)
+                for item in detail or ():
+                    self.add_detail(item)
             text = candidate_text(candidate)
             if text:
                 if index == 0:

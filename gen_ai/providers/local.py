@@ -35,10 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from .._keywords import LOCAL_KEYWORDS
-from ..errors import APITimeoutError, ConfigurationError, InvalidInputError
-from ..types import Call, Completion, RawResponse, Request
+from .._state import FRESH, ServerState
+from ..errors import APITimeoutError, ConfigurationError, GenAIError, InvalidInputError
+from ..types import Call, Completion, EmbeddingCall, EmbeddingPart, RawResponse, Request
 from ._base import Codec, StreamParser, decode_json, dumps
-from .openai import OpenAIStreamParser, base_body, completion_from_json
+from .openai import OpenAIStreamParser, base_body, completion_from_json, embedding_body, embeddings_from_json
 
 logger = logging.getLogger("gen_ai")
 
@@ -116,6 +117,7 @@ class LocalCodec(Codec):
         seed: int | None = None,
         n_gpu_layers: int = 0,
         chat_format: str | None = None,
+        logits_all: bool = False,
     ) -> None:
         if endpoint:
             raise ConfigurationError(
@@ -146,8 +148,10 @@ class LocalCodec(Codec):
         self.seed = seed
         self.n_gpu_layers = n_gpu_layers
         self.chat_format = chat_format
+        self.logits_all = logits_all  # llama.cpp keeps every position's logits: needed for logprobs
         self._urls = {"chat": f"local://{self.model_id}/chat/completions",
-                      "completion": f"local://{self.model_id}/completions"}
+                      "completion": f"local://{self.model_id}/completions",
+                      "embedding": f"local://{self.model_id}/embeddings"}
 
     def __repr__(self) -> str:
         return f"<LocalCodec model={self.model_path!r} n_ctx={self.n_ctx}>"
@@ -155,6 +159,15 @@ class LocalCodec(Codec):
     def build_request(self, call: Call, state: Any = None) -> Request:
         messages = [_flatten(i, m) for i, m in enumerate(call.messages or [])] if call.kind == "chat" else None
         body = base_body(call, self.model_id, messages)
+        if call.logprobs:  # llama-cpp-python takes OpenAI's spelling of both
+            # Without create_client(provider="local", logits_all=True) llama.cpp refuses them
+            # (ValueError "... logits_all=False", a BadRequestError here).
+            # llama-cpp-python returns chat logprobs only with top_logprobs set: 1 at least.
+            if call.kind == "chat":
+                body["logprobs"] = True
+                body["top_logprobs"] = call.top_logprobs or 1
+            else:
+                body["logprobs"] = call.top_logprobs or 1
         if call.schema is not None:
             # llama-cpp-python's own spelling: compiled to a llama.cpp grammar by the transport.
             body["response_format"] = {"type": "json_object", "schema": call.schema.json_schema}
@@ -165,8 +178,33 @@ class LocalCodec(Codec):
     def parse_response(self, call: Call, response: RawResponse) -> Completion:
         return completion_from_json(decode_json(response, self.provider), call.kind, response, self.provider)
 
+    # -- embeddings: llama.cpp with embedding=True (mean pooling), same OpenAI JSON ------------
+
+    embedding_batch_size = 64
+    embedding_max_batch = 2048
+
+    def build_embedding_request(self, call: EmbeddingCall, state: ServerState = FRESH) -> Request:
+        if call.dimensions is not None:
+            raise InvalidInputError("dimensions: the local model always returns vectors of its own size "
+                                    "(n_embd); it cannot shorten them",
+                                    suggestion="Leave dimensions out (or slice the vectors yourself).",
+                                    field="dimensions")
+        body = embedding_body(call, self.model_id, "float")
+        return Request("POST", self._urls["embedding"], {}, dumps(body))
+
+    def parse_embedding_response(self, call: EmbeddingCall, response: RawResponse) -> EmbeddingPart:
+        return embeddings_from_json(decode_json(response, self.provider), call, response, self.provider)
+
     def stream_parser(self, call: Call, headers: Mapping[str, str]) -> StreamParser:
         return OpenAIStreamParser(call.kind, self.provider, headers)
+
+
+def _dumps_answer(answer: Any) -> bytes:
+    """llama-cpp-python's answer as JSON; its logprobs are numpy float32, which json refuses."""
+    try:
+        return dumps(answer)
+    except TypeError:
+        return json.dumps(answer, ensure_ascii=False, separators=(",", ":"), default=float).encode("utf-8")
 
 
 def _flatten(index: int, message: dict[str, Any]) -> dict[str, Any]:
@@ -226,6 +264,7 @@ class LocalModel:
         self.codec = codec
         self.lock = threading.Lock()
         self._llama: Any = None
+        self._embedder: Any = None
         self._grammars: dict[str, Any] = {}
 
     # Must be called with the lock held.
@@ -234,7 +273,21 @@ class LocalModel:
             self._llama = self._load()
         return self._llama
 
-    def _load(self) -> Any:
+    # Must be called with the lock held.
+    def embedder(self) -> Any:
+        """A second llama.cpp context over the same file, made for embeddings (mean pooling:
+        one vector per text even for a decoder-only chat model), loaded on first use."""
+        if self._embedder is None:
+            self._embedder = self._load(embedding=True)
+        return self._embedder
+
+    def embed(self, body: dict[str, Any]) -> dict[str, Any]:
+        llama = self.embedder()
+        result: dict[str, Any] = llama.create_embedding(body["input"])
+        result["model"] = body.get("model")
+        return result
+
+    def _load(self, embedding: bool = False) -> Any:
         codec = self.codec
         try:
             import llama_cpp
@@ -279,15 +332,21 @@ class LocalModel:
 
         options: dict[str, Any] = {"model_path": codec.model_path, "n_ctx": codec.n_ctx, "verbose": False,
                                    "n_gpu_layers": codec.n_gpu_layers}
+        if embedding:
+            # A pooled sequence must fit in one micro-batch: the whole context.
+            options.update(embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
+                           n_batch=codec.n_ctx, n_ubatch=codec.n_ctx)
         if codec.n_threads is not None:
             options["n_threads"] = codec.n_threads
         if codec.seed is not None:
             options["seed"] = codec.seed
         if codec.chat_format is not None:
             options["chat_format"] = codec.chat_format
+        if codec.logits_all:
+            options["logits_all"] = True
         start = time.perf_counter()
         try:
-            llama = CheckedLlama(**options)
+            llama = (llama_cpp.Llama if embedding else CheckedLlama)(**options)
         except (ValueError, RuntimeError, OSError) as exc:
             raise ConfigurationError(
                 f"llama.cpp could not load model file {codec.model_path!r}: {exc}",
@@ -465,6 +524,15 @@ class LocalTransport:
         model = self.model
         start = time.monotonic()
         _acquire(model, timeout)
+        if "input" in body:  # /embeddings
+            try:
+                return RawResponse(200, _JSON_HEADERS, dumps(model.embed(body)), request.url, request.method)
+            except GenAIError:
+                raise
+            except Exception as exc:
+                return _error_response(exc, request)
+            finally:
+                model.lock.release()
         try:
             llama, kwargs = model.prepare(body, start + timeout, stream=False)
             n = int(body.get("n") or 1)
@@ -497,7 +565,7 @@ class LocalTransport:
                 "completion_tokens": sum(u.get("completion_tokens", 0) for u in usage),
                 "total_tokens": usage[0].get("prompt_tokens", 0) + sum(u.get("completion_tokens", 0) for u in usage),
             }
-        return RawResponse(200, _JSON_HEADERS, dumps(merged), request.url, request.method)
+        return RawResponse(200, _JSON_HEADERS, _dumps_answer(merged), request.url, request.method)
 
     def open_stream(self, request: Request, timeout: float) -> LocalStream | RawResponse:
         body = json.loads(request.body or b"{}")
@@ -561,7 +629,7 @@ class LocalStream:
                         for choice in chunk.get("choices") or ():
                             choice["index"] = i
                     last = chunk
-                    yield b"data: " + dumps(chunk) + b"\n\n"
+                    yield b"data: " + _dumps_answer(chunk) + b"\n\n"
                 criterion = llama.gen_ai_criterion
                 generated = criterion.sampled if criterion else 0
                 reason = ((last or {}).get("choices") or [{}])[0].get("finish_reason")

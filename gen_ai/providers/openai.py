@@ -41,14 +41,27 @@ from ..errors import (
     StreamError,
     StreamTruncatedError,
 )
-from ..types import Call, Completion, RawResponse, Request, StreamEvent, ToolCall, Usage
+from ..types import (
+    Call,
+    Completion,
+    EmbeddingCall,
+    EmbeddingPart,
+    RawResponse,
+    Request,
+    StreamEvent,
+    TokenLogprob,
+    ToolCall,
+    Usage,
+)
 from ._base import (
     Codec,
     StreamParser,
+    base64_vector,
     decode_json,
     describe_body,
     dumps,
     error_details,
+    float_vector,
     json_headers,
     status_error,
     token_count,
@@ -70,6 +83,9 @@ SERVERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "lmstudio": (("json_schema",), ()),
     "ollama": (("json_schema",), ()),
     "structured_outputs": (("structured_outputs",), ("structured_outputs",)),
+    # litellm's proxy: rejects response_format on /completions (500) but passes other
+    # top-level fields on; behind it a "hosted_vllm/" model is detected as "vllm".
+    "litellm": (("json_schema", "json_object"), ("json_schema", "grammar")),
 }
 # create_client(dialect=...) -> server profile (None: detect). A dialect name picks the
 # profile that starts with it.
@@ -114,6 +130,36 @@ def detect_server(response: RawResponse | None) -> str | None:
     return "openai"
 
 
+def litellm_backend(response: RawResponse | None, model: str) -> str | None:
+    """litellm's ``GET /v1/model/info`` -> "vllm" when ``model`` is routed to a vLLM server
+    (``hosted_vllm/`` prefix), "litellm" for any other route; None when this is not litellm."""
+    if response is None or response.status != 200:
+        return None
+    try:
+        entries: Any = json.loads(response.body).get("data")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(entries, list) or not entries:
+        return None
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("litellm_params"), dict):
+            return None
+        if entry.get("model_name") == model:
+            routed = str(entry["litellm_params"].get("model") or "")
+            return "vllm" if routed.startswith("hosted_vllm/") else "litellm"
+    return "litellm"
+
+
+def _owned_by_openai(response: RawResponse | None) -> bool:
+    """Every model "owned_by": "openai": litellm's proxy answers so (and OpenAI itself)."""
+    try:
+        cards: Any = json.loads(response.body).get("data") if response is not None else None
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(cards, list) and bool(cards) and all(
+        isinstance(c, dict) and c.get("owned_by") == "openai" for c in cards)
+
+
 def vllm_profile(response: RawResponse | None) -> tuple[str, str | None]:
     """vLLM's ``GET /version`` answer -> ("vllm" or "vllm-legacy", version). guided_json was
     removed in vLLM 0.12; only a server that says it is older gets it."""
@@ -127,6 +173,25 @@ def vllm_profile(response: RawResponse | None) -> tuple[str, str | None]:
     if match and (int(match.group(1)), int(match.group(2))) < (0, 12):
         return "vllm-legacy", version
     return "vllm", version
+
+# OpenAI's reasoning models (o1, o3, o4-mini, gpt-5, gpt-5.1, ...) take max_completion_tokens and
+# reject max_tokens, and (except the gpt-5 "chat" models) reject temperature / top_p other than
+# the default; known from the model name, so no failed round trip is needed.
+_REASONING_MODEL_RE = re.compile(r"^(?:o\d+(?:$|[-_.])|gpt-5)")
+_SAMPLING_PARAMS = frozenset({"temperature", "top_p"})
+# Words of a 4xx that says a named body field was not accepted (OpenAI, Azure, vLLM/pydantic).
+_REJECT_WORDS = ("unsupported", "not supported", "does not support", "not allowed", "input should be",
+                 "unrecognized", "extra inputs", "invalid value", "unknown parameter")
+# Parameters the adapt-on-400 may stop sending, once per client (ServerState.rejected_fields).
+_DROPPABLE = ("temperature", "top_p", "reasoning_effort")
+
+
+def reasoning_model_facts(model_name: str) -> tuple[str, frozenset[str]]:
+    """(the max-tokens field, the parameters not to send) for a model name, before any call."""
+    name = model_name.rsplit("/", 1)[-1].lower()
+    if not _REASONING_MODEL_RE.match(name):
+        return "max_tokens", frozenset()
+    return "max_completion_tokens", (frozenset() if "chat" in name else _SAMPLING_PARAMS)
 
 
 def normalize_base_url(endpoint: str, default_path: str = "/v1") -> str:
@@ -203,6 +268,7 @@ class OpenAICodec(Codec):
         strict_schema: bool = True,
         headers: Mapping[str, str] | None = None,
         stream_usage: bool = True,
+        embedding_encoding: str = "base64",
     ) -> None:
         api_key = api_key if api_key is not None else os.environ.get(self.env_api_key)
         endpoint = endpoint or os.environ.get(self.env_endpoint)
@@ -233,12 +299,47 @@ class OpenAICodec(Codec):
         self.stream_usage = stream_usage  # False: never ask; True: ask until the server rejects it
         self._headers = json_headers({"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}, headers)
         self._probe_headers = {k: v for k, v in self._headers.items() if k != "Content-Type"}
-        self._urls = {"chat": f"{self.base_url}/chat/completions", "completion": f"{self.base_url}/completions"}
+        self._urls = {"chat": f"{self.base_url}/chat/completions", "completion": f"{self.base_url}/completions",
+                      "embedding": f"{self.base_url}/embeddings"}
+        if embedding_encoding not in ("base64", "float"):
+            raise ConfigurationError(f"embedding_encoding={embedding_encoding!r} is not known",
+                                     suggestion="Use 'base64' (default, faster) or 'float'.",
+                                     field="embedding_encoding")
+        # As configured; a server that rejects base64 is learned in the client's ServerState.
+        self.embedding_encoding = embedding_encoding
+        # Known from the model name (configuration, not learned): the chat body's max-tokens field
+        # and the parameters this model rejects. What 4xx answers teach is in ServerState
+        # (max_tokens_field, rejected_fields), see adapt_reasoning_params().
+        self._name_max_tokens_field, self._name_rejected = reasoning_model_facts(model_name)
+        # Servers other than OpenAI's own take chat_template_kwargs (Qwen3 / DeepSeek thinking switch).
+        host = (urlsplit(self.base_url).hostname or "").lower()
+        self.template_thinking_switch = not (host == "api.openai.com" or host.endswith(".openai.azure.com"))
 
     # -- requests -------------------------------------------------------------------------
 
     def build_body(self, call: Call, state: ServerState = FRESH) -> dict[str, Any]:
-        body = base_body(call, self.model_name, call.messages)
+        messages = call.messages
+        if messages is not None:
+            for message in messages:
+                if "reasoning_details" in message:  # another provider's items from to_message()
+                    messages = strip_reasoning_details(messages)
+                    break
+        body = base_body(call, self.model_name, messages)
+        if call.kind == "chat" and (self._name_max_tokens_field != "max_tokens" or state.max_tokens_field):
+            body[state.max_tokens_field or self._name_max_tokens_field] = body.pop("max_tokens")
+        rejected = state.rejected_fields
+        if self._name_rejected or rejected:
+            for name in self._name_rejected | rejected:
+                body.pop(name, None)
+        if call.reasoning_effort is not None:
+            self._add_reasoning_effort(body, call.reasoning_effort, rejected)
+        if call.logprobs:
+            if call.kind == "chat":
+                body["logprobs"] = True
+                if call.top_logprobs is not None:
+                    body["top_logprobs"] = call.top_logprobs
+            else:  # the legacy completions API: logprobs is the number of alternatives
+                body["logprobs"] = call.top_logprobs or 0
         if call.stream and self.stream_usage and state.stream_usage:
             body["stream_options"] = {"include_usage": True}
         if call.schema is not None:
@@ -255,6 +356,41 @@ class OpenAICodec(Codec):
         if call.schema is not None:
             request.facts = self._dialect(call.kind, state)
         return request
+
+    def _add_reasoning_effort(self, body: dict[str, Any], effort: str | int,
+                              rejected: frozenset[str] = frozenset()) -> None:
+        if isinstance(effort, int):
+            raise InvalidInputError(
+                f"reasoning_effort={effort}: provider {self.provider!r} takes a level name, not a token budget",
+                suggestion='Pass reasoning_effort="low", "medium" or "high" (or "none" / "minimal" where the '
+                           "model takes it).",
+                field="reasoning_effort",
+            )
+        if "reasoning_effort" not in rejected:
+            body["reasoning_effort"] = effort
+        if effort == "none" and self.template_thinking_switch:
+            # Qwen3 / DeepSeek-style chat templates on vLLM, SGLang and llama.cpp switch thinking off here.
+            body["chat_template_kwargs"] = {"enable_thinking": False}
+
+    def adapt_reasoning_params(self, call: Call, request: Request, error: GenAIError,
+                               state: ServerState) -> Changes | None:
+        """A 4xx naming max_tokens (use max_completion_tokens) or a parameter the model rejects
+        (temperature, top_p, reasoning_effort) that the failed request sent: the change to the
+        client's ServerState (learned once per client), or None."""
+        if error.status_code not in (400, 422):
+            return None
+        message = (error.message or "").lower()
+        body = request.body or b""
+        if ("max_completion_tokens" in message and "max_tokens" in message and call.kind == "chat"
+                and b'"max_tokens"' in body):
+            return {"max_tokens_field": (None, "max_completion_tokens")}
+        if not any(word in message for word in _REJECT_WORDS):
+            return None
+        for name in _DROPPABLE:
+            if name in message and f'"{name}"'.encode() in body:
+                rejected = state.rejected_fields
+                return {"rejected_fields": (rejected, rejected | {name})}
+        return None
 
     def profile(self, state: ServerState) -> str:
         """The server profile in use: forced by ``dialect=``, else detected, else "openai"."""
@@ -320,6 +456,9 @@ class OpenAICodec(Codec):
             return None
         return Request("GET", f"{self.base_url}/models", self._probe_headers, facts="models")
 
+    def models_request(self) -> Request | None:
+        return Request("GET", f"{self.base_url}/models", self._probe_headers)
+
     def learn(self, call: Call, request: Request, response: RawResponse | None,
               found: dict[str, Any]) -> Request | None:
         """Read a probe's answer into ``found``; return a follow-up probe or None."""
@@ -331,6 +470,15 @@ class OpenAICodec(Codec):
                 parts = urlsplit(self.base_url)
                 return Request("GET", f"{parts.scheme}://{parts.netloc}/version", self._probe_headers,
                                facts="version")
+            host = urlsplit(self.base_url).hostname or ""
+            if server == "openai" and _owned_by_openai(response) and not host.endswith(("openai.com", "azure.com")):
+                # litellm's proxy looks like OpenAI here; its /model/info tells it and its backend.
+                return Request("GET", f"{self.base_url}/model/info", self._probe_headers, facts="litellm")
+            return None
+        if request.facts == "litellm":
+            backend = litellm_backend(response, self.model_name)
+            if backend is not None:
+                found["server"] = backend
             return None
         found["server"], found["version"] = vllm_profile(response)
         return None
@@ -342,6 +490,9 @@ class OpenAICodec(Codec):
         message = (error.message or "").lower()
         if call.stream and "stream_options" in message and b'"stream_options"' in (request.body or b""):
             return {"stream_usage": (True, False)}
+        changes = self.adapt_reasoning_params(call, request, error, state)
+        if changes is not None:
+            return changes
         if (call.tool_choice not in (None, "auto", "none", "required") and not state.tool_choice_string
                 and "string" in message and ("tool_choice" in message or "type must be" in message)):
             # llama.cpp's server: "[json.exception.type_error.302] type must be string, but is object"
@@ -351,9 +502,13 @@ class OpenAICodec(Codec):
             return None
         learned, dialect = used
         chain = self.dialects(call.kind, state)
-        position = chain.index(dialect) if dialect in chain else len(chain)
+        if dialect not in chain:
+            # Detection finished after this request was built (it waited past the probe's
+            # timeout) and the server's list has no such dialect: send again from that list.
+            return {}
+        position = chain.index(dialect)
         if position + 1 >= len(chain):
-            tried = ", ".join(chain[: position + 1]) or dialect
+            tried = ", ".join(chain[: position + 1])
             error.suggestion = (
                 f"The server rejected guided_json as {dialect!r}, and no other structured-output field this "
                 f"server ({self.profile(state)}) enforces is left to try (tried: {tried}). "
@@ -361,6 +516,29 @@ class OpenAICodec(Codec):
             )
             return None
         return {"chat_dialect" if call.kind == "chat" else "completion_dialect": (learned, chain[position + 1])}
+
+    # -- embeddings -----------------------------------------------------------------------
+
+    embedding_batch_size = 256
+    embedding_max_batch = 2048  # CreateEmbeddingRequest.input maxItems
+
+    def build_embedding_body(self, call: EmbeddingCall, state: ServerState = FRESH) -> dict[str, Any]:
+        base64 = self.embedding_encoding == "base64" and state.embedding_base64
+        return embedding_body(call, self.model_name, "base64" if base64 else "float")
+
+    def build_embedding_request(self, call: EmbeddingCall, state: ServerState = FRESH) -> Request:
+        return Request("POST", self._urls["embedding"], self._headers, dumps(self.build_embedding_body(call, state)))
+
+    def parse_embedding_response(self, call: EmbeddingCall, response: RawResponse) -> EmbeddingPart:
+        return embeddings_from_json(decode_json(response, self.provider), call, response, self.provider)
+
+    def embedding_fallback(self, call: EmbeddingCall, request: Request, error: GenAIError,
+                           state: ServerState) -> Changes | None:
+        # A server without base64 vectors (it names the field): ask it for floats from now on.
+        if (error.status_code in (400, 422, 500) and "encoding_format" in (error.message or "").lower()
+                and b'"encoding_format":"base64"' in (request.body or b"")):
+            return {"embedding_base64": (True, False)}
+        return None
 
     # -- responses ------------------------------------------------------------------------
 
@@ -373,6 +551,13 @@ class OpenAICodec(Codec):
 
     def stream_parser(self, call: Call, headers: Mapping[str, str]) -> StreamParser:
         return OpenAIStreamParser(call.kind, self.provider, headers)
+
+
+def strip_reasoning_details(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages without ``reasoning_details`` (Chat Completions servers reject unknown
+    message fields, and have no use for other providers' signatures)."""
+    return [{k: v for k, v in m.items() if k != "reasoning_details"} if "reasoning_details" in m else m
+            for m in messages]
 
 
 @functools.lru_cache(maxsize=1)
@@ -413,6 +598,8 @@ def completion_from_json(data: Any, kind: str, response: RawResponse, provider: 
     texts: list[str] = []
     reasons: list[str | None] = []
     tool_calls: list[list[ToolCall] | None] | None = None
+    reasonings: list[str | None] | None = None
+    logprobs: list[Any] | None = None
     for i, choice in enumerate(choices):
         if kind == "chat":
             answer = choice.get("message")
@@ -420,31 +607,132 @@ def completion_from_json(data: Any, kind: str, response: RawResponse, provider: 
                 answer = {}
             content = answer.get("content")
             texts.append(content if type(content) is str else "")
+            # vLLM (since early 2026), Ollama /v1, LM Studio, OpenRouter: "reasoning";
+            # SGLang, llama.cpp, DeepSeek, older vLLM: "reasoning_content".
+            thinking = answer.get("reasoning_content") or answer.get("reasoning")
+            if thinking and isinstance(thinking, str):
+                if reasonings is None:
+                    reasonings = [None] * len(choices)
+                reasonings[i] = thinking
             calls = answer.get("tool_calls")
             if calls and isinstance(calls, list):  # rare path: the per-choice list only when a choice called tools
                 if tool_calls is None:
                     tool_calls = [None] * len(choices)
                 tool_calls[i] = [ToolCall.from_dict(c, j) for j, c in enumerate(calls) if isinstance(c, dict)]
-                # Some servers (Ollama, LM Studio) say "stop" for an answer that is tool calls.
-                if choice.get("finish_reason") in (None, "stop", "function_call"):
-                    reasons.append("tool_calls")
-                    continue
         else:
             text = choice.get("text")
             texts.append(text if type(text) is str else "")
         reason = choice.get("finish_reason")
+        if tool_calls is not None and tool_calls[i] and reason in (None, "stop", "function_call"):
+            reason = "tool_calls"  # some servers (Ollama, LM Studio) say "stop" for an answer that is tool calls
         reasons.append(reason if reason is None or type(reason) is str else str(reason))
+        if choice.get("logprobs"):
+            if logprobs is None:
+                logprobs = [None] * len(choices)
+            logprobs[i] = logprobs_from_json(choice["logprobs"])
     # raw stays bytes until read (see types._lazy_json).
     return Completion(texts, reasons, usage_from_json(data.get("usage")), data.get("model"), response.body or data,
-                      data.get("id"), tool_calls)
+                      data.get("id"), tool_calls, reasonings, None, logprobs)
+
+
+def logprob_value(value: Any) -> float:
+    """A log probability from a response: a number, anything else (null, text) counts 0.0."""
+    return float(value) if type(value) in (int, float) else 0.0
+
+
+def logprobs_from_json(value: Any) -> list[TokenLogprob] | None:
+    """Chat ``logprobs.content`` [{token, logprob, bytes, top_logprobs: [{token, logprob}]}], or
+    the legacy completions shape {tokens, token_logprobs, top_logprobs: [{token: logprob}]}."""
+    if not isinstance(value, dict):
+        return None
+    content = value.get("content")
+    if isinstance(content, list):
+        out: list[TokenLogprob] = []
+        for item in content:
+            if not isinstance(item, dict):
+                continue
+            tops = item.get("top_logprobs")
+            raw_bytes = item.get("bytes")
+            out.append(TokenLogprob(str(item.get("token", "")), logprob_value(item.get("logprob")),
+                                    [(str(t.get("token", "")), logprob_value(t.get("logprob")))
+                                     for t in (tops if isinstance(tops, list) else ()) if isinstance(t, dict)],
+                                    raw_bytes if isinstance(raw_bytes, list) else None))
+        return out
+    tokens = value.get("tokens")
+    if isinstance(tokens, list):
+        lps = value.get("token_logprobs")
+        lps = lps if isinstance(lps, list) else []
+        tops = value.get("top_logprobs")
+        tops = tops if isinstance(tops, list) else []
+        legacy = []
+        for j, token in enumerate(tokens):
+            top = tops[j] if j < len(tops) and isinstance(tops[j], dict) else {}
+            legacy.append(TokenLogprob(str(token), logprob_value(lps[j] if j < len(lps) else None),
+                                       sorted(((str(k), logprob_value(v)) for k, v in top.items()),
+                                              key=lambda t: -t[1])))
+        return legacy
+    return None
+
+
+def embedding_body(call: EmbeddingCall, model: str, encoding: str) -> dict[str, Any]:
+    """The CreateEmbeddingRequest body (also sent by Azure and the local provider)."""
+    body: dict[str, Any] = {"model": model, "input": call.inputs}
+    if encoding == "base64":
+        body["encoding_format"] = "base64"
+    if call.dimensions is not None:
+        body["dimensions"] = call.dimensions
+    if call.extra:
+        body.update(call.extra)
+    return body
+
+
+def embeddings_from_json(data: Any, call: EmbeddingCall, response: RawResponse, provider: str) -> EmbeddingPart:
+    """A CreateEmbeddingResponse: ``data[].embedding`` as floats or base64, put in input order."""
+    items = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(items, list) or len(items) != len(call.inputs):
+        message, _, _ = error_details(response.body)
+        got = f"{len(items)} embeddings" if isinstance(items, list) else "no 'data' list"
+        raise ResponseError(f"the embeddings response has {got} for {len(call.inputs)} inputs: {message[:200]}",
+                            status_code=response.status, url=response.url, method=response.method,
+                            provider=provider)
+    vectors: list[Any] = [None] * len(items)
+    as_numpy = call.as_numpy
+    for position, item in enumerate(items):
+        index = item.get("index", position) if isinstance(item, dict) else None
+        if not isinstance(index, int) or not 0 <= index < len(items) or vectors[index] is not None:
+            raise ResponseError(f"the embeddings response has a bad or repeated index {index!r}", provider=provider,
+                                status_code=response.status, url=response.url, method=response.method)
+        values = item.get("embedding")
+        vectors[index] = (base64_vector(values, as_numpy, provider) if isinstance(values, str)
+                          else float_vector(values, as_numpy, provider))
+    usage = data.get("usage")
+    tokens = (usage.get("prompt_tokens") or usage.get("total_tokens") or 0) if isinstance(usage, dict) else None
+    return EmbeddingPart(vectors, None if tokens is None else Usage(tokens, 0, tokens), data.get("model"))
 
 
 def usage_from_json(usage: Any) -> Usage | None:
+    """OpenAI's usage: ``prompt_tokens`` already counts cached tokens and ``completion_tokens``
+    reasoning ones. The details come from ``prompt_tokens_details.cached_tokens`` (OpenAI, Azure,
+    vLLM with --enable-prompt-tokens-details, SGLang with --enable-cache-report, llama.cpp's server),
+    DeepSeek's ``prompt_cache_hit_tokens``, and ``completion_tokens_details.reasoning_tokens``
+    (OpenAI, Azure; a top-level ``reasoning_tokens`` is read too)."""
     if not isinstance(usage, dict):
         return None
     prompt = token_count(usage.get("prompt_tokens"))
     completion = token_count(usage.get("completion_tokens"))
-    return Usage(prompt, completion, token_count(usage.get("total_tokens")) or prompt + completion)
+    total = prompt + completion if prompt or completion else token_count(usage.get("total_tokens"))
+    result = Usage(prompt, completion, total)
+    details = usage.get("prompt_tokens_details")
+    if isinstance(details, dict):
+        result.cached_tokens = token_count(details.get("cached_tokens"))
+    elif "prompt_cache_hit_tokens" in usage:
+        result.cached_tokens = token_count(usage["prompt_cache_hit_tokens"])
+    details = usage.get("completion_tokens_details")
+    if isinstance(details, dict):
+        result.reasoning_tokens = token_count(details.get("reasoning_tokens"))
+    elif "reasoning_tokens" in usage:
+        result.reasoning_tokens = token_count(usage["reasoning_tokens"])
+    return result
 
 
 class OpenAIStreamParser(StreamParser):
@@ -509,12 +797,25 @@ class OpenAIStreamParser(StreamParser):
             if not isinstance(choice, dict):
                 raise StreamError(f"malformed stream event (a choice is not an object): {data[:200]!r}",
                                   provider=self._provider)
+            index = choice.get("index", 0)
             if self._chat:
                 delta = choice.get("delta")
-                text = delta.get("content") if isinstance(delta, dict) else None
+                if isinstance(delta, dict):
+                    text = delta.get("content")
+                    thinking = delta.get("reasoning_content") or delta.get("reasoning")
+                    if type(thinking) is str and thinking and index == 0:
+                        self.add_reasoning(thinking)
+                else:
+                    text = None
             else:
                 text = choice.get("text")
-            index = choice.get("index", 0)
+            if index == 0 and choice.get("logprobs"):
+                more = logprobs_from_json(choice["logprobs"])
+                if more:
+                    if self.logprobs is None:
+                        self.logprobs = more
+                    else:
+                        self.logprobs.extend(more)
             if type(text) is str and text:
                 if index == 0:
                     out.append(text)
@@ -560,6 +861,10 @@ class OpenAIStreamParser(StreamParser):
             completion = completion_from_json(decode_json(raw, self._provider), self._kind, raw, self._provider)
             self.finish_reason = completion.finish_reasons[0] if completion.finish_reasons else None
             self.usage, self.model, self.id = completion.usage, completion.model, completion.id
+            if completion.reasonings and completion.reasonings[0]:
+                self.add_reasoning(completion.reasonings[0])
+            if completion.logprobs and completion.logprobs[0]:
+                self.logprobs = completion.logprobs[0]
             text = completion.texts[0] if completion.texts else ""
             self.parts.append(text)
             if text and self.want_events:
