@@ -1044,8 +1044,11 @@ class TextStream(_StreamBase):
 
     def events(self) -> Iterator[StreamEvent]:
         """Iterate typed events instead of text: "text", "tool_call_start", "tool_call_delta",
-        ("reasoning" where the provider sends thinking text) and a final "done"."""
-        return self._iterate(True)
+        ("reasoning" where the provider sends thinking text) and a final "done". Read once, like
+        the text iteration (the two share the one request)."""
+        self._claim()
+        self._iterator = self._iterate(True)
+        return self._iterator  # type: ignore[no-any-return]
 
     def _iterate(self, events: bool = False) -> Iterator[Any]:
         client = self._client
@@ -1165,7 +1168,9 @@ class AsyncTextStream(_StreamBase):
 
     def events(self) -> AsyncIterator[StreamEvent]:
         """``async for event in stream.events()``: the typed events of TextStream.events()."""
-        return self._iterate(True)
+        self._claim()
+        self._iterator = self._iterate(True)
+        return self._iterator  # type: ignore[no-any-return]
 
     async def _iterate(self, events: bool = False) -> AsyncIterator[Any]:
         client = self._client
