@@ -391,9 +391,11 @@ def call_flow(codec: Any, call: Call, max_retries: int, observer: Observer | Non
     usage = completion.usage
     if not texts:
         texts, reasons, tool_calls = [""], [None], [None]
-    # Each answer carries the usage of the request it came from; the total is the sum over
-    # requests (ChatResults.usage), never repeated on every answer.
-    usages: list[Usage | None] = [completion.usage] * len(texts)
+    # The total is the sum over requests (ChatResults.usage). An answer that came in a request of
+    # its own carries that request's usage; when one response carried several answers, its usage
+    # is on the first of them only (None on the others), so it is never counted twice: the
+    # answers' usages always add up to the total.
+    usages: list[Usage | None] = [completion.usage] + [None] * (len(texts) - 1)
     # Servers that ignore n (llama-cpp-python), refuse it (llama.cpp's server beyond its slots)
     # and providers without it (Anthropic, Bedrock): ask for the missing answers one at a time,
     # all at once.
