@@ -301,7 +301,8 @@ def request_flow(codec: Any, call: Call | EmbeddingCall, deadline: float, max_re
         yield Sleep(delay)
 
 
-def probe_flow(codec: Any, call: Call, state: ServerState, deadline: float | None = None) -> Flow:
+def probe_flow(codec: Any, call: Call, state: ServerState, deadline: float | None = None,
+               observer: Observer | None = None) -> Flow:
     """The codec's one-time detection (guided_json dialects), if it wants one: run once per
     state, however many calls arrive at the same moment (the others wait for its answer). It
     spends the call's own time (``deadline``), at most 10 s of it."""
@@ -309,10 +310,11 @@ def probe_flow(codec: Any, call: Call, state: ServerState, deadline: float | Non
         return
     budget = call.timeout if deadline is None else deadline - time.monotonic()
     timeout = max(0.001, min(10.0, budget))
-    yield Once(state.probe, lambda: _detect_flow(codec, call, state, timeout), 2 * timeout)
+    yield Once(state.probe, lambda: _detect_flow(codec, call, state, timeout, observer), 2 * timeout)
 
 
-def _detect_flow(codec: Any, call: Call, state: ServerState, timeout: float) -> Flow:
+def _detect_flow(codec: Any, call: Call, state: ServerState, timeout: float,
+                 observer: Observer | None = None) -> Flow:
     """Send the probe (and any follow-up the codec asks for); put what was found into the
     state in one update. Returns True when something was learned (the flight is then done)."""
     request = codec.probe_request(call, state)
@@ -323,6 +325,8 @@ def _detect_flow(codec: Any, call: Call, state: ServerState, timeout: float) -> 
         except GenAIError:
             response = None
         request = codec.learn(call, request, response, found)
+    if observer is not None and observer.traces:
+        observer.on_event("dialect_probe", {k: str(v) for k, v in found.items()})
     if found:
         state.learn(found)
         logger.info("gen_ai: detected %s", ", ".join(f"{k}={v}" for k, v in found.items()))
@@ -354,7 +358,7 @@ def call_flow(codec: Any, call: Call, max_retries: int, observer: Observer | Non
     if state is None:  # a caller without a client's state: learn for this call only
         state = ServerState()
     if call.schema is not None:
-        yield from probe_flow(codec, call, state, deadline)
+        yield from probe_flow(codec, call, state, deadline, observer)
     first = call
     if call.n > 1 and state.max_n is not None and call.n > state.max_n:
         first = call.replace(n=1)  # learned: this server does not take this n; top up below
@@ -387,9 +391,11 @@ def call_flow(codec: Any, call: Call, max_retries: int, observer: Observer | Non
     usage = completion.usage
     if not texts:
         texts, reasons, tool_calls = [""], [None], [None]
-    # Each answer carries the usage of the request it came from; the total is the sum over
-    # requests (ChatResults.usage), never repeated on every answer.
-    usages: list[Usage | None] = [completion.usage] * len(texts)
+    # The total is the sum over requests (ChatResults.usage). An answer that came in a request of
+    # its own carries that request's usage; when one response carried several answers, its usage
+    # is on the first of them only (None on the others), so it is never counted twice: the
+    # answers' usages always add up to the total.
+    usages: list[Usage | None] = [completion.usage] + [None] * (len(texts) - 1)
     # Servers that ignore n (llama-cpp-python), refuse it (llama.cpp's server beyond its slots)
     # and providers without it (Anthropic, Bedrock): ask for the missing answers one at a time,
     # all at once.
@@ -464,15 +470,16 @@ def attach_reasoning(result: ChatResult, completion: Completion, i: int) -> None
             setattr(result, name, values[i])
 
 
-def stream_open_flow(codec: Any, call: Call, max_retries: int, state: ServerState | None = None) -> Flow:
+def stream_open_flow(codec: Any, call: Call, max_retries: int, state: ServerState | None = None,
+                     observer: Observer | None = None) -> Flow:
     """Open a stream (with the same retries as any call); returns the open 2xx response. The
     call's timeout covers the dialect probe as well."""
     if state is None:
         state = ServerState()
     deadline = time.monotonic() + call.timeout
     if call.schema is not None:
-        yield from probe_flow(codec, call, state, deadline)
-    return (yield from request_flow(codec, call, deadline, max_retries, None, state))
+        yield from probe_flow(codec, call, state, deadline, observer)
+    return (yield from request_flow(codec, call, deadline, max_retries, observer, state))
 
 
 def _reask_call(call: Call, bad_text: str, error: SchemaValidationError) -> Call:

@@ -328,6 +328,15 @@ def _generate(args: argparse.Namespace, kind: str) -> int:
                                          answer, error))
 
             label = f"{client.provider} {client.model_name}"
+            if client.provider == "local":
+                # Imported before the first prompt: a Ctrl-C in the middle of importing llama_cpp
+                # (about a second) leaves the import half done and the model unusable for the process.
+                import importlib
+
+                try:
+                    importlib.import_module("llama_cpp")
+                except ImportError:
+                    pass  # the first turn reports it, one line
             return loop(client, messages, images, params, record, label,
                         show_reasoning=not getattr(args, "no_reasoning", False))
         source: Any = messages + [{"role": "user", "content": text}] if kind == "chat" else text

@@ -665,15 +665,15 @@ class Client:
 
     # -- embeddings -------------------------------------------------------------------------
 
-    def embedding_call(self, texts: Any, dimensions: Any = None, timeout: Any = 30, as_numpy: bool = False,
+    def embedding_call(self, texts: Any, dimensions: Any = None, timeout: Any = None, as_numpy: bool = False,
                        batch_size: Any = None, max_concurrent: Any = 4,
                        extra: dict[str, Any] | None = None) -> EmbeddingCall:
         """Validate an embeddings call and build it (raises ``InvalidInputError`` naming the bad
         index before anything is sent)."""
-        return _embedding_call(self._codec, texts, dimensions, timeout, as_numpy, batch_size, max_concurrent,
-                               extra or {})
+        return _embedding_call(self._codec, texts, dimensions, self._timeout_for(timeout), as_numpy, batch_size,
+                               max_concurrent, extra or {})
 
-    def run_embeddings(self, texts: list[str], dimensions: int | None = None, timeout: float = 30,
+    def run_embeddings(self, texts: list[str], dimensions: int | None = None, timeout: float | None = None,
                        return_error: bool = False, *, as_numpy: bool = False, batch_size: int | None = None,
                        max_concurrent: int = 4, **extra: Any) -> Any:
         """Embed ``texts``: returns ``Embeddings``, a list of vectors in input order (lists of
@@ -681,29 +681,52 @@ class Client:
         ``.latency``. Long lists are sent as requests of ``batch_size`` texts (default: the
         provider's), ``max_concurrent`` at a time. ``(result, error_dict)`` with
         ``return_error=True``. See docs/embeddings.md."""
+        observer = None
         try:
             call = self.embedding_call(texts, dimensions, timeout, as_numpy, batch_size, max_concurrent, extra)
-            result = _core.run_sync(_core.embedding_flow(self._codec, call, self.max_retries, None, self._state),
+            if self._hooks is not None:
+                observer = self._embedding_observer(call)
+            result = _core.run_sync(_core.embedding_flow(self._codec, call, self.max_retries, observer,
+                                                         self._state),
                                     self._transport, self._codec.secrets)
         except GenAIError as exc:
+            exc.redact(self._secrets)
+            if observer is not None:
+                observer.end(error=exc)
             if return_error:
-                return None, exc.redact(self._secrets).to_dict()
-            raise exc.redact(self._secrets) from None
+                return None, exc.to_dict()
+            raise exc from None
+        if observer is not None:
+            observer.end(result)
         return (result, None) if return_error else result
 
-    async def arun_embeddings(self, texts: list[str], dimensions: int | None = None, timeout: float = 30,
+    def _embedding_observer(self, call: EmbeddingCall) -> Any:
+        params = {"dimensions": call.dimensions, "inputs": len(call.inputs),
+                  "encoding_format": call.extra.get("encoding_format") or getattr(self._codec, "embedding_encoding",
+                                                                                   None)}
+        return self._hooks.begin("embeddings", params=params)
+
+    async def arun_embeddings(self, texts: list[str], dimensions: int | None = None, timeout: float | None = None,
                               return_error: bool = False, *, as_numpy: bool = False,
                               batch_size: int | None = None, max_concurrent: int = 4, **extra: Any) -> Any:
         """Async twin of ``run_embeddings``."""
+        observer = None
         try:
             call = self.embedding_call(texts, dimensions, timeout, as_numpy, batch_size, max_concurrent, extra)
-            result = await _core.run_async(_core.embedding_flow(self._codec, call, self.max_retries, None,
+            if self._hooks is not None:
+                observer = self._embedding_observer(call)
+            result = await _core.run_async(_core.embedding_flow(self._codec, call, self.max_retries, observer,
                                                                 self._state),
                                            self._async_transport, self._codec.secrets)
         except GenAIError as exc:
+            exc.redact(self._secrets)
+            if observer is not None:
+                observer.end(error=exc)
             if return_error:
-                return None, exc.redact(self._secrets).to_dict()
-            raise exc.redact(self._secrets) from None
+                return None, exc.to_dict()
+            raise exc from None
+        if observer is not None:
+            observer.end(result)
         return (result, None) if return_error else result
 
     # -- batch ------------------------------------------------------------------------------
@@ -772,7 +795,7 @@ class Client:
                                 requests_per_minute=requests_per_minute,
                                 tokens_per_minute=tokens_per_minute, **extra)
 
-    def run_embeddings_batch(self, texts: list[str], dimensions: int | None = None, timeout: float = 60,
+    def run_embeddings_batch(self, texts: list[str], dimensions: int | None = None, timeout: float | None = None,
                              batch_size: int | None = None, max_concurrent: int = 8, return_error: bool = False,
                              progress: Any = None, requests_per_minute: float | None = None,
                              tokens_per_minute: float | None = None, as_numpy: bool = False,
@@ -787,7 +810,7 @@ class Client:
                                     requests_per_minute=requests_per_minute,
                                     tokens_per_minute=tokens_per_minute, as_numpy=as_numpy, **extra)
 
-    async def arun_embeddings_batch(self, texts: list[str], dimensions: int | None = None, timeout: float = 60,
+    async def arun_embeddings_batch(self, texts: list[str], dimensions: int | None = None, timeout: float | None = None,
                                     batch_size: int | None = None, max_concurrent: int = 8,
                                     return_error: bool = False, progress: Any = None,
                                     requests_per_minute: float | None = None,
@@ -918,6 +941,7 @@ class _StreamBase:
         self._return_error = return_error
         self._parser: Any = None
         self._response: Any = None
+        self._observer: Any = None  # the hooks' view of this stream (gen_ai.hooks), when traced
         self._started = False
         self._closed = False
         self._start = time.perf_counter()
@@ -1008,6 +1032,16 @@ class _StreamBase:
             return True
         return False
 
+    def _end_observer(self, error: GenAIError | None = None) -> None:
+        """End the stream's trace (hooks): with the error, or with what arrived (whole, or up
+        to where the caller closed the stream). Only the first call counts."""
+        observer, self._observer = self._observer, None
+        if observer is not None:
+            if error is not None:
+                observer.end(error=error)
+            else:
+                observer.end(self.to_result() if self._parser is not None else None)
+
     def _release(self) -> None:
         response, self._response = self._response, None
         if response is not None:
@@ -1054,8 +1088,11 @@ class TextStream(_StreamBase):
 
     def events(self) -> Iterator[StreamEvent]:
         """Iterate typed events instead of text: "text", "tool_call_start", "tool_call_delta",
-        ("reasoning" where the provider sends thinking text) and a final "done"."""
-        return self._iterate(True)
+        ("reasoning" where the provider sends thinking text) and a final "done". Read once, like
+        the text iteration (the two share the one request)."""
+        self._claim()
+        self._iterator = self._iterate(True)
+        return self._iterator  # type: ignore[no-any-return]
 
     def _iterate(self, events: bool = False) -> Iterator[Any]:
         client = self._client
@@ -1067,8 +1104,10 @@ class TextStream(_StreamBase):
                 self._images = False
             call = self._call
             codec = client._codec
+            if client._hooks is not None:
+                self._observer = client._hooks.begin_call(call)
             self._response = response = _core.run_sync(
-                _core.stream_open_flow(codec, call, client.max_retries, client._state),
+                _core.stream_open_flow(codec, call, client.max_retries, client._state, self._observer),
                 client._transport, client._codec.secrets)
             self._parser = parser = codec.stream_parser(call, response.headers)
             if events:
@@ -1080,6 +1119,8 @@ class TextStream(_StreamBase):
                         self.first_reasoning_latency = time.perf_counter() - self._start
                     if got_text and self.first_token_latency is None:
                         self.first_token_latency = time.perf_counter() - self._start
+                        if self._observer is not None:
+                            self._observer.first_chunk()
                     if queue:
                         yield from queue
                         queue.clear()
@@ -1096,16 +1137,21 @@ class TextStream(_StreamBase):
                 for delta in deltas:
                     if self.first_token_latency is None:
                         self.first_token_latency = time.perf_counter() - self._start
+                        if self._observer is not None:
+                            self._observer.first_chunk()
                     yield delta
             yield from parser.close()
             self._finish()
         except GenAIError as exc:
             if self._closed:  # closed by the caller while reading: not an error
                 return
-            if not self._failed(exc):
+            failed = self._failed(exc)
+            self._end_observer(exc)
+            if not failed:
                 raise exc from None
         finally:
             self._release()
+            self._end_observer()
 
 
 class AsyncTextStream(_StreamBase):
@@ -1175,7 +1221,9 @@ class AsyncTextStream(_StreamBase):
 
     def events(self) -> AsyncIterator[StreamEvent]:
         """``async for event in stream.events()``: the typed events of TextStream.events()."""
-        return self._iterate(True)
+        self._claim()
+        self._iterator = self._iterate(True)
+        return self._iterator  # type: ignore[no-any-return]
 
     async def _iterate(self, events: bool = False) -> AsyncIterator[Any]:
         client = self._client
@@ -1186,8 +1234,10 @@ class AsyncTextStream(_StreamBase):
             call = self._call
             assert call is not None
             codec = client._codec
+            if client._hooks is not None:
+                self._observer = client._hooks.begin_call(call)
             self._response = response = await _core.run_async(
-                _core.stream_open_flow(codec, call, client.max_retries, client._state),
+                _core.stream_open_flow(codec, call, client.max_retries, client._state, self._observer),
                 client._async_transport, client._codec.secrets)
             self._parser = parser = codec.stream_parser(call, response.headers)
             if events:
@@ -1199,6 +1249,8 @@ class AsyncTextStream(_StreamBase):
                         self.first_reasoning_latency = time.perf_counter() - self._start
                     if got_text and self.first_token_latency is None:
                         self.first_token_latency = time.perf_counter() - self._start
+                        if self._observer is not None:
+                            self._observer.first_chunk()
                     for event in queue:
                         yield event
                     queue.clear()
@@ -1218,6 +1270,8 @@ class AsyncTextStream(_StreamBase):
                 for delta in deltas:
                     if self.first_token_latency is None:
                         self.first_token_latency = time.perf_counter() - self._start
+                        if self._observer is not None:
+                            self._observer.first_chunk()
                     yield delta
             for delta in parser.close():
                 yield delta
@@ -1225,7 +1279,10 @@ class AsyncTextStream(_StreamBase):
         except GenAIError as exc:
             if self._closed:
                 return
-            if not self._failed(exc):
+            failed = self._failed(exc)
+            self._end_observer(exc)
+            if not failed:
                 raise exc from None
         finally:
             self._release()
+            self._end_observer()

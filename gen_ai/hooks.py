@@ -246,6 +246,8 @@ def describe_result(info: CallInfo, result: Any) -> None:
     """Copy what hooks report (usage, ids, finish reasons, output) from a result onto ``info``."""
     info.usage = getattr(result, "usage", None)
     info.response_model = getattr(result, "model", None)
+    if info.operation not in ("chat", "text_completion"):
+        return  # embeddings (a list of vectors), tool runs, batches: usage and model only
     if isinstance(result, list):  # ChatResults (n > 1)
         info.response_id = getattr(result[0], "id", None) if result else None
         info.finish_reasons = [r.finish_reason for r in result if getattr(r, "finish_reason", None)]

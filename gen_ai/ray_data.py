@@ -216,7 +216,7 @@ class BatchFilePredictor:
 
     def __init__(self, output_dir: str, provider: str = "openai", endpoint: Any = None,
                  model_name: str | None = None, *, api_key: str | None = None,
-                 client_options: dict[str, Any] | None = None, max_concurrent: int = 16, timeout: float = 60,
+                 client_options: dict[str, Any] | None = None, max_concurrent: int = 16, timeout: float | None = None,
                  max_tokens: int = 256, requests_per_minute: float | None = None,
                  tokens_per_minute: float | None = None, use_body_model: bool = False, fsync: bool = False,
                  limits_name: str | None = None) -> None:

@@ -87,7 +87,10 @@ class OpenTelemetryHooks(Hooks):
     # -- spans -------------------------------------------------------------------------------
 
     def on_call_start(self, call: CallInfo) -> None:
-        name = f"{call.operation} {call.model}" if call.model else call.operation
+        if call.operation == "execute_tool":
+            name = f"execute_tool {call.params.get('tool_name')}"
+        else:
+            name = f"{call.operation} {call.model}" if call.model else call.operation
         parent = call.parent.state.get(self) if call.parent is not None else None
         context = trace.set_span_in_context(parent) if parent is not None else None
         kind = SpanKind.INTERNAL if call.operation in ("execute_tool", "batch") else SpanKind.CLIENT
@@ -122,6 +125,18 @@ class OpenTelemetryHooks(Hooks):
             for name in ("seed", "frequency_penalty", "presence_penalty", "top_k"):
                 if name in params:
                     attrs[f"gen_ai.request.{name}"] = params[name]
+        elif call.operation == "execute_tool":
+            attrs["gen_ai.tool.name"] = params.get("tool_name")
+            attrs["gen_ai.tool.call.id"] = params.get("tool_call_id")
+            attrs["gen_ai.tool.type"] = "function"
+            if self.capture_content and params.get("arguments") is not None:
+                attrs["gen_ai.tool.call.arguments"] = str(params["arguments"])
+            attrs.pop("gen_ai.request.model", None)
+        elif call.operation == "embeddings":
+            if params.get("dimensions"):
+                attrs["gen_ai.embeddings.dimension.count"] = params["dimensions"]
+            if params.get("encoding_format"):
+                attrs["gen_ai.request.encoding_formats"] = [str(params["encoding_format"])]
         else:
             for name, value in params.items():
                 if isinstance(value, (str, bool, int, float)):
@@ -197,6 +212,9 @@ class OpenTelemetryHooks(Hooks):
         if call.operation in ("execute_tool", "batch"):
             for key, value in call.state.get("attributes", {}).items():
                 span.set_attribute(key, value)
+        if call.operation == "execute_tool" and self.capture_content and result is not None:
+            output = getattr(result, "output", None)
+            span.set_attribute("gen_ai.tool.call.result", str(output)[:4000])
         if self.capture_content and call.output is not None and call.operation in ("chat", "text_completion"):
             reasons = call.finish_reasons
             messages = [{"role": "assistant", "parts": [{"type": "text", "content": text}],
@@ -274,6 +292,11 @@ def _metric_attributes(call: CallInfo) -> dict[str, Any]:
 
 
 def _error_type(error: Any) -> str:
+    """The error's class name; for a tool that raised, the class of what it raised."""
+    from .errors import ToolCallError
+
+    if isinstance(error, ToolCallError) and error.error_type:
+        return str(error.error_type)
     return type(error).__name__
 
 

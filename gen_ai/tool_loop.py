@@ -87,6 +87,7 @@ class _Loop:
         self.tool_choice = tool_choice
         self.raise_errors = raise_errors
         self.runs: list[ToolRun] = []
+        self.observers: dict[ToolRun, Any] = {}  # tracing of the runs in flight (gen_ai.hooks)
         self.usage: Usage | None = None
         self.turn = 0
 
@@ -128,10 +129,31 @@ class _Loop:
                 return call
         return None
 
+    def _trace(self, run: ToolRun) -> None:
+        """An ``execute_tool`` observation of the run for the client's hooks (tracing), if any."""
+        hooks = getattr(self.client, "hooks", None)
+        if hooks is not None:
+            observer = hooks.begin("execute_tool", params={"tool_name": run.name, "tool_call_id": run.id,
+                                                          "arguments": run.arguments})
+            if observer is not None:
+                self.observers[run] = observer
+
+    def _end_trace(self, run: ToolRun, error: BaseException | None = None) -> None:
+        observer = self.observers.pop(run, None) if self.observers else None
+        if observer is not None:
+            if error is None and run.error is not None:
+                error = ToolCallError(run.error[len("Error: "):] if run.error.startswith("Error: ") else run.error,
+                                      tool_name=run.name)
+            if error is not None:
+                observer.end(error=error)
+            else:
+                observer.end(run)
+
     def prepare(self, call: ToolCall) -> tuple[ToolRun, Tool | None, Any]:
         """-> (run, tool, arguments); run.error set when the call cannot be run."""
         run = ToolRun(call)
         self.runs.append(run)
+        self._trace(run)
         tool = self.by_name.get(call.name)
         if tool is None:
             run.error = (f"Error: there is no tool named {call.name!r}. "
@@ -148,6 +170,7 @@ class _Loop:
         return run, tool, arguments
 
     def _failed(self, run: ToolRun, tool: Tool | None) -> tuple[ToolRun, Tool | None, Any]:
+        self._end_trace(run)
         if self.raise_errors:
             raise ToolCallError(run.error[len("Error: "):] if run.error else "tool call failed", tool_name=run.name)
         return run, None, None
@@ -156,7 +179,14 @@ class _Loop:
         run.seconds = time.perf_counter() - started
         if exc is None:
             run.output = output
+            self._end_trace(run)
             return
+        if not isinstance(exc, GenAIError):  # scrubbed before any hook sees it; the class is kept
+            traced = ToolCallError(self.scrub(f"{type(exc).__name__}: {_short(exc)}"), tool_name=run.name)
+            traced.error_type = type(exc).__name__
+            self._end_trace(run, traced)
+        else:
+            self._end_trace(run, exc.redact(self.client.secrets()))
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise exc
         if self.raise_errors:

@@ -18,7 +18,8 @@ Plain functions for tests that need their own instance (replicas, other flags):
 ``start_xllamacpp(tmp_dir, slots=2, embeddings=False, extra=None)``,
 ``start_vllm(tmp_dir, extra_args=())``, ``start_litellm(tmp_dir, routes)``. The caller stops
 what it starts (``handle.stop()``, or use the handle as a context manager). Start vLLM at most
-once at a time on this machine.
+once at a time on this machine. Servers get SIGTERM when the *thread* that started them ends
+(so a killed pytest leaves no orphans): start them from the main thread, not a worker thread.
 
 Every test that needs vLLM or litellm carries the ``heavy`` marker (added automatically for
 tests that request these fixtures), so ``pytest -m "not heavy"`` is the fast developer suite.
@@ -162,6 +163,18 @@ def _get(url: str, api_key: str | None = None, timeout: float = 2.0) -> tuple[in
         return e.code, dict(e.headers or {}), e.read()
 
 
+def _own_session_dying_with_parent() -> None:
+    """In the child before exec: its own process group (so ``stop`` reaches its children), and
+    SIGTERM when the test process dies, even by SIGKILL or a ``timeout`` (Linux prctl)."""
+    os.setsid()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _launch(name: str, cmd: list[str], tmp_dir: Path, port: int, *, env: dict[str, str | None] | None = None,
             timeout: float, model: str = MODEL_NAME, api_key: str | None = None) -> ServerHandle:
     """Spawn ``cmd`` and wait until ``GET /v1/models`` answers 200, or raise with the log tail."""
@@ -171,7 +184,7 @@ def _launch(name: str, cmd: list[str], tmp_dir: Path, port: int, *, env: dict[st
     t0 = time.monotonic()
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=full_env, cwd=str(tmp_dir), start_new_session=True)
+                                env=full_env, cwd=str(tmp_dir), preexec_fn=_own_session_dying_with_parent)
     handle = ServerHandle(name, proc, port, log, model=model, api_key=api_key, cmd=cmd)
     _LIVE.append(handle)
     try:

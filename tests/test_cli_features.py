@@ -330,25 +330,35 @@ def test_interactive_chat_in_a_pty(home):
 def test_interactive_ctrl_d_leaves_and_chat_c_continues(home):
     term = Terminal(home, "chat", "-i", "--max-tokens", "20", "-s", "You are terse.")
     term.wait_prompt(1)
-    term.type(b"Remember the word banana.\r")
+    # Ctrl-C at once, while the model still loads: the model is freed, the next turn works
+    term.type(b"Tell me about the moon.\r")
+    term.wait_for("the moon.")
+    term.type(b"\x03")
     term.wait_prompt(2)
+    term.type(b"Remember the word banana.\r")
+    term.wait_prompt(3, timeout=90)
     term.type(b"\x03")  # Ctrl-C at the prompt: a fresh prompt, still running
-    term.wait_prompt(3)
+    term.wait_prompt(4)
     term.type(b"\x04")  # Ctrl-D leaves
     assert term.exit_code() == 0
-    [first] = rows(home)
+    logged = rows(home)
+    summary = [(r["prompt"], r["response"], r["error"], r["finish_reason"]) for r in logged]
+    assert logged[-1]["prompt"] == "Remember the word banana." and logged[-1]["response"], summary
+    first = logged[-1]
     assert first["system"] == "You are terse."
     # -c continues it, one shot: the same conversation, the earlier turn sent first
     cont = run(home, "chat", "-c", "Which word?", "--max-tokens", "10", "--json")
     assert cont.returncode == 0, cont.stderr
     fresh = run(home, "chat", "-s", "You are terse.", "Which word?", "--max-tokens", "10", "--json", "--no-log")
     assert json.loads(cont.stdout)["usage"]["prompt_tokens"] > json.loads(fresh.stdout)["usage"]["prompt_tokens"] + 5
-    first, second = rows(home)
+    second = rows(home)[-1]
     assert second["conversation_id"] == first["conversation_id"]
     assert second["system"] == "You are terse."  # kept from the conversation
     # and interactively
     term = Terminal(home, "chat", "-c", "--max-tokens", "5")
-    term.wait_for("continuing: 2 earlier turns")
+    term.wait_for("continuing: ")
+    turns = 2 + (logged[0]["prompt"] == "Tell me about the moon." and bool(logged[0]["response"]))
+    term.wait_for(f"continuing: {turns} earlier turns")  # banana, the -c turn, and moon if it got text
     term.wait_prompt(1)
     term.type(b"/quit\r")
     assert term.exit_code() == 0

@@ -106,6 +106,16 @@ def test_a_stream_is_read_once_and_never_resent(fault_server, client):
     assert stream.text == "ab" and len(fault_server.requests) == 1
 
 
+def test_events_share_the_read_once_rule(fault_server, client):
+    fault_server.add(200, chunks=chat_chunks(["a"]))
+    stream = client.run_chat_completions_stream(MESSAGES)
+    assert [e.type for e in stream.events()][-1] == "done"
+    for again in (lambda: list(stream.events()), lambda: list(stream)):
+        with pytest.raises(InvalidInputError, match="already iterated"):
+            again()
+    assert len(fault_server.requests) == 1
+
+
 def test_close_and_with_end_a_stream_early(fault_server, client):
     fault_server.add(200, chunks=chat_chunks(["one ", "two ", "three"]), chunk_delay=0.05)
     with client.run_chat_completions_stream(MESSAGES) as stream:

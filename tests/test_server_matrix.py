@@ -46,14 +46,9 @@ TARGETS = [
 ]
 
 # (test, target) -> why it fails today: client limitations, strict so a fix shows up as XPASS.
-CLIENT_BUGS = {
-    # Fixed by the dialects branch and un-marked when it merged: llama.cpp's n above its slot count
-    # (direct and through litellm), llama.cpp's /v1/completions ignoring response_format.
-    ("completion_guided", f"litellm->{VLLM}"): "not fixed by the dialects branch (merged): behind litellm the "
-                                               "client cannot tell vLLM is answering; litellm refuses "
-                                               "response_format on /completions (500) and the fallback ends on "
-                                               "a GBNF 'grammar', which vLLM ignores (unconstrained answer). "
-                                               "dialect='vllm' works: test_guided_json_behind_litellm_forced",
+CLIENT_BUGS: dict[tuple[str, str], str] = {
+    # Empty: every client bug the matrix found is fixed (the dialects work). Known bugs go here as
+    # (case, target) -> reason; they run as strict xfails, so a fix turns them into a failure.
 }
 
 

@@ -322,3 +322,122 @@ def test_file_batch_items_are_traced(fault_server, otel, tmp_path):
     assert stats.succeeded == 4
     spans = otel.spans()
     assert sorted(s.name for s in spans) == ["batch m"] + ["chat m"] * 4
+
+
+def test_stream_span_ends_with_the_stream_and_has_time_to_first_chunk(xllamacpp_server, otel):
+    # llama.cpp's server sends usage in streams (llama-cpp-python's does not).
+    client = create_client(endpoint=xllamacpp_server.url, model_name=xllamacpp_server.model, hooks=[otel.hooks()],
+                           telemetry=False)
+    stream = client.run_chat_completions_stream(MESSAGES, max_tokens=8)
+    text = "".join(stream)
+    (span,) = otel.spans()
+    attrs = dict(span.attributes)
+    assert span.name == f"chat {xllamacpp_server.model}" and attrs["gen_ai.request.stream"] is True
+    assert 0 < attrs["gen_ai.response.time_to_first_chunk"] <= stream.latency
+    assert attrs["gen_ai.usage.output_tokens"] == stream.usage.completion_tokens
+    assert attrs["gen_ai.response.finish_reasons"] == (stream.finish_reason,)
+    assert text == stream.text
+    (ttfc,) = otel.metrics()["gen_ai.client.operation.time_to_first_chunk"]
+    assert ttfc.count == 1 and abs(ttfc.sum - stream.first_token_latency) < 0.05
+
+
+def test_closed_stream_ends_its_span(fault_server, otel):
+    from fault_server import Step, chat_chunks
+
+    fault_server.add(Step(200, chunks=chat_chunks(["a", "b", "c", "d"]), chunk_delay=0.05))
+    client = create_client(endpoint=fault_server.url, model_name="m", hooks=[otel.hooks()], telemetry=False)
+    with client.run_chat_completions_stream(MESSAGES) as stream:
+        for delta in stream:
+            assert delta == "a"
+            break
+    (span,) = otel.spans()  # ended at close, not left open
+    assert span.end_time is not None and span.status.status_code != StatusCode.ERROR
+
+
+def test_async_stream_error_span(fault_server, otel):
+    from fault_server import Step, chat_chunks
+
+    fault_server.add(Step(200, chunks=chat_chunks(["x"], done=False, finish=False)))
+    client = create_client(endpoint=fault_server.url, model_name="m", hooks=[otel.hooks()], telemetry=False,
+                           max_retries=0)
+
+    async def main():
+        stream = client.arun_chat_completions_stream(MESSAGES, return_error=True)
+        async for _ in stream:
+            pass
+        await client.aclose()
+        return stream
+
+    stream = asyncio.run(main())
+    assert stream.error["type"] == "StreamTruncatedError"
+    (span,) = otel.spans()
+    assert span.attributes["error.type"] == "StreamTruncatedError"
+    assert span.status.status_code == StatusCode.ERROR
+
+
+def test_guided_call_records_the_dialect_probe(llama_server, otel):
+    client = create_client(endpoint=llama_server, model_name="smollm2", hooks=[otel.hooks()], telemetry=False)
+    client.run_chat_completions([{"role": "user", "content": "Give a name as JSON."}], max_tokens=30,
+                                guided_json={"type": "object", "properties": {"name": {"type": "string"}},
+                                             "required": ["name"], "additionalProperties": False})
+    (span,) = otel.spans()
+    (probe,) = [e for e in span.events if e.name == "gen_ai_client.dialect_probe"]
+    assert probe.attributes["gen_ai_client.server"] == "llama-cpp-python"
+
+
+def test_tool_loop_has_execute_tool_spans(fault_server, otel, monkeypatch):
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+    boom = {"id": "call_2", "type": "function", "function": {"name": "explode", "arguments": "{}"}}
+    body = chat_body("")
+    body["choices"][0]["message"]["tool_calls"] = [call, boom]
+    body["choices"][0]["finish_reason"] = "tool_calls"
+    fault_server.add(200, body)
+    fault_server.add(200, chat_body("Sunny in Paris."))
+
+    def get_weather(city: str) -> str:
+        """Weather of a city."""
+        return f"sunny in {city}"
+
+    def explode() -> str:
+        """Always fails."""
+        raise RuntimeError(f"broken with {SECRET}")
+
+    client = create_client(endpoint=fault_server.url, model_name="m", api_key=SECRET, hooks=[otel.hooks()],
+                           telemetry=False)
+    result = client.run_tools([{"role": "user", "content": "Weather?"}], tools=[get_weather, explode])
+    assert result == "Sunny in Paris."
+    spans = otel.spans()
+    names = [s.name for s in spans]
+    assert names.count("chat m") == 2
+    ok = next(s for s in spans if s.name == "execute_tool get_weather")
+    bad = next(s for s in spans if s.name == "execute_tool explode")
+    assert ok.attributes["gen_ai.operation.name"] == "execute_tool"
+    assert ok.attributes["gen_ai.tool.call.id"] == "call_1" and ok.attributes["gen_ai.tool.type"] == "function"
+    assert ok.attributes["gen_ai.tool.call.arguments"] == '{"city": "Paris"}'
+    assert ok.attributes["gen_ai.tool.call.result"] == "sunny in Paris"
+    assert bad.attributes["error.type"] == "RuntimeError" and bad.status.status_code == StatusCode.ERROR
+    assert SECRET not in everything_recorded(otel)
+
+
+@pytest.fixture(scope="module")
+def embeddings_server(tmp_path_factory):
+    from servers import start_xllamacpp
+
+    handle = start_xllamacpp(tmp_path_factory.mktemp("otel-emb"), slots=1, embeddings=True)
+    yield handle
+    handle.stop()
+
+
+def test_embeddings_span(embeddings_server, otel):
+    client = create_client(endpoint=embeddings_server.url, model_name=embeddings_server.model, hooks=[otel.hooks()],
+                           telemetry=False)
+    vectors = client.run_embeddings(["one", "two", "three"])
+    (span,) = otel.spans()
+    attrs = dict(span.attributes)
+    assert span.name == f"embeddings {embeddings_server.model}"
+    assert attrs["gen_ai.operation.name"] == "embeddings"
+    assert attrs["gen_ai.usage.input_tokens"] == vectors.usage.prompt_tokens > 0
+    assert "gen_ai.request.max_tokens" not in attrs
+    (tokens,) = [p for p in otel.metrics()["gen_ai.client.token.usage"] if p.attributes["gen_ai.token.type"] == "input"]
+    assert tokens.sum == vectors.usage.prompt_tokens

@@ -286,9 +286,10 @@ def test_gemini_response_and_stream(proto):
             {"role": "tool", "tool_call_id": c.id, "content": "ok"} for c in result.tool_calls], tools=[get_weather])
         sent = server.requests[-1].json()
         assert proto.check(sent, "GenerateContentRequest") == []
-        # The call's thought signature goes back on the same part (Gemini requires it).
+        # The call's thought signature goes back on its part (to_message() carries it).
         assert sent["contents"][1]["parts"][1] == {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}},
                                                    "thoughtSignature": "c2ln"}
+        assert "thoughtSignature" not in sent["contents"][1]["parts"][2]
         assert sent["contents"][2]["parts"][0]["functionResponse"]["name"] == "get_weather"
         # Streamed: each function call arrives whole in one part; chunk boundaries anywhere.
         events = [gem_t.sse({"candidates": [{"content": {"role": "model", "parts": [{"text": "Let me check."}]},

@@ -116,3 +116,17 @@ def test_batch_stats_sum_the_details():
     stats.add_usage(Usage(20, 5, None, 2, 0, 1))
     assert stats.usage == Usage(30, 10, 40, 10, 1, 4)
     assert stats.to_dict()["cached_tokens"] == 10
+
+
+def test_usage_of_one_response_with_several_answers_is_not_repeated(fault_server):
+    """n=3 answered in one response: its usage is on the first answer only; they add up to the total."""
+    from fault_server import chat_body
+
+    from gen_ai.factory import create_client
+
+    fault_server.add(200, chat_body("x", n=3))
+    answers = create_client(endpoint=fault_server.url, model_name="m").run_chat_completions(
+        [{"role": "user", "content": "hi"}], n=3)
+    assert len(answers) == 3
+    assert [a.usage.total_tokens if a.usage else None for a in answers] == [7, None, None]
+    assert answers.usage.total_tokens == 7

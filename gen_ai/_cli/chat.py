@@ -166,7 +166,6 @@ def interactive(client: Any, messages: list[dict[str, Any]], images: list[Any], 
                 record: Any, label: str, show_reasoning: bool = True) -> int:
     """The conversation loop. ``messages`` is the history so far (system message, continued turns);
     ``record(prompt, answer, images)`` logs one turn. Returns the exit code (0)."""
-    from ..errors import GenAIError
     from .settings import data_dir
 
     out, err = sys.stdout, sys.stderr
@@ -221,25 +220,35 @@ def interactive(client: Any, messages: list[dict[str, Any]], images: list[Any], 
             messages.append({"role": "user", "content": text})
             turn_images, images = images, []  # attachments go with the first message only
             try:
-                answer = stream_answer(client, messages, turn_images, params, out, err, show_reasoning)
-            except GenAIError as exc:
-                messages.pop()
-                err.write(f"gen-ai: error: {' '.join(str(exc).split())}\n")
-                err.flush()
-                record(text, None, turn_images, error=str(exc))
-                continue
-            except KeyboardInterrupt:  # before the first byte arrived
-                messages.pop()
+                _turn(client, messages, turn_images, params, out, err, show_reasoning, record, text)
+            except KeyboardInterrupt:  # Ctrl-C outside the answer loop (opening, closing, logging)
+                if messages and messages[-1].get("role") == "user":
+                    messages.pop()
                 out.write("\n[interrupted]\n")
-                continue
-            if answer.interrupted:
-                err.write("[interrupted]\n")
-                err.flush()
-            if answer.text:
-                messages.append({"role": "assistant", "content": answer.text})
-            else:
-                messages.pop()
-            record(text, answer, turn_images)
+                out.flush()
     finally:
         _save_history(readline, history_file)
     return 0
+
+
+def _turn(client: Any, messages: list[dict[str, Any]], images: list[Any], params: dict[str, Any], out: TextIO,
+          err: TextIO, show_reasoning: bool, record: Any, text: str) -> None:
+    """One question and its streamed answer; the history and the log updated."""
+    from ..errors import GenAIError
+
+    try:
+        answer = stream_answer(client, messages, images, params, out, err, show_reasoning)
+    except GenAIError as exc:
+        messages.pop()
+        err.write(f"gen-ai: error: {' '.join(str(exc).split())}\n")
+        err.flush()
+        record(text, None, images, error=str(exc))
+        return
+    if answer.interrupted:
+        err.write("[interrupted]\n")
+        err.flush()
+    if answer.text:
+        messages.append({"role": "assistant", "content": answer.text})
+    else:
+        messages.pop()
+    record(text, answer, images)

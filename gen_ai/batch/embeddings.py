@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import _core
 from ..types import EmbeddingCall
-from .engine import _check_max_concurrent, _Engine, _run_in_private_loop, _with_transport
+from .engine import _check_max_concurrent, _Engine, _run_in_private_loop, _with_transport, call_timeout
 from .limits import _positive
 from .progress import _Progress
 from .stats import BatchResults, BatchStats
@@ -25,7 +25,7 @@ logger = logging.getLogger("gen_ai")
 def _setup(client: Any, texts: Any, dimensions: Any, timeout: Any, batch_size: Any, max_concurrent: Any,
            progress: Any, requests_per_minute: Any, tokens_per_minute: Any, as_numpy: Any,
            extra: dict[str, Any]) -> tuple[Any, ...]:
-    call = client.embedding_call(texts, dimensions, timeout, as_numpy, batch_size, 1, extra)
+    call = client.embedding_call(texts, dimensions, call_timeout(client, timeout), as_numpy, batch_size, 1, extra)
     _check_max_concurrent(max_concurrent)
     rpm = _positive("requests_per_minute", requests_per_minute)
     tpm = _positive("tokens_per_minute", tokens_per_minute)
@@ -67,7 +67,7 @@ def _finish(results: list[Any], errors: list[dict[str, Any] | None], stats: Batc
     return (out, errors) if return_error else out
 
 
-def run_embeddings_batch(client: Any, texts: Any, *, dimensions: int | None = None, timeout: float = 60,
+def run_embeddings_batch(client: Any, texts: Any, *, dimensions: int | None = None, timeout: float | None = None,
                          batch_size: int | None = None, max_concurrent: int = 8, return_error: bool = False,
                          progress: Any = None, requests_per_minute: float | None = None,
                          tokens_per_minute: float | None = None, as_numpy: bool = False, **extra: Any) -> Any:
@@ -85,7 +85,7 @@ def run_embeddings_batch(client: Any, texts: Any, *, dimensions: int | None = No
     return _finish(results, errors, stats, prog, start, return_error)
 
 
-async def arun_embeddings_batch(client: Any, texts: Any, *, dimensions: int | None = None, timeout: float = 60,
+async def arun_embeddings_batch(client: Any, texts: Any, *, dimensions: int | None = None, timeout: float | None = None,
                                 batch_size: int | None = None, max_concurrent: int = 8,
                                 return_error: bool = False, progress: Any = None,
                                 requests_per_minute: float | None = None, tokens_per_minute: float | None = None,

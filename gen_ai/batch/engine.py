@@ -263,6 +263,14 @@ class _Engine:
             self._finish_item(key, payload, result, error, on_done)
 
 
+def call_timeout(client: Any, timeout: Any) -> Any:
+    """An item's timeout: the one given, else the client's (one timeout model, docs/security.md)."""
+    if timeout is None:
+        default = getattr(client, "timeout", None)
+        return getattr(default, "total", 30.0) if default is not None else 30.0
+    return timeout
+
+
 def _check_max_concurrent(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InvalidInputError(f"max_concurrent: must be a whole number >= 1, got {value!r}",

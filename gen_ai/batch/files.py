@@ -10,7 +10,7 @@ from typing import Any
 from ..errors import InvalidInputError
 from ..types import Call, EmbeddingCall
 from .checkpoint import _recover_output, _Writer, _WriterThread
-from .engine import _check_max_concurrent, _Engine, _RelaxedGC, _run_in_private_loop, _with_transport
+from .engine import _check_max_concurrent, _Engine, _RelaxedGC, _run_in_private_loop, _with_transport, call_timeout
 from .fileformat import _call_from_body, _output_line, _PendingReader, _validate
 from .limits import _positive
 from .progress import _Progress
@@ -36,6 +36,7 @@ def _file_batch_setup(client: Any, input_path: Any, output_path: Any, max_concur
     _preimport_async_http()
     rpm = _positive("requests_per_minute", requests_per_minute)
     tpm = _positive("tokens_per_minute", tokens_per_minute)
+    timeout = call_timeout(client, timeout)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
         raise InvalidInputError(f"timeout: must be a number of seconds > 0, got {timeout!r}", field="timeout")
     ids = _validate(input_path)  # raises before anything is sent
@@ -66,7 +67,7 @@ def _file_batch_setup(client: Any, input_path: Any, output_path: Any, max_concur
     return input_path, done, writer, stats, prog, build, line, rpm, tpm
 
 
-def run_batch_file(client: Any, input: Any, output: Any, *, max_concurrent: int = 16, timeout: float = 60,
+def run_batch_file(client: Any, input: Any, output: Any, *, max_concurrent: int = 16, timeout: float | None = None,
                    max_tokens: int = 256, progress: Any = None, requests_per_minute: float | None = None,
                    tokens_per_minute: float | None = None, retry_failed: bool = True,
                    use_body_model: bool = False, fsync: bool = False) -> BatchStats:
@@ -80,7 +81,7 @@ def run_batch_file(client: Any, input: Any, output: Any, *, max_concurrent: int 
 
 
 async def arun_batch_file(client: Any, input: Any, output: Any, *, max_concurrent: int = 16,
-                          timeout: float = 60, max_tokens: int = 256, progress: Any = None,
+                          timeout: float | None = None, max_tokens: int = 256, progress: Any = None,
                           requests_per_minute: float | None = None, tokens_per_minute: float | None = None,
                           retry_failed: bool = True, use_body_model: bool = False, fsync: bool = False,
                           _private: bool = False, rate_limiter: Any = None) -> BatchStats:
@@ -93,7 +94,7 @@ async def arun_batch_file(client: Any, input: Any, output: Any, *, max_concurren
                                       fsync, _private, rate_limiter)
 
 
-async def _arun_batch_file(client: Any, input: Any, output: Any, max_concurrent: int, timeout: float,
+async def _arun_batch_file(client: Any, input: Any, output: Any, max_concurrent: int, timeout: float | None,
                            max_tokens: int, progress: Any, requests_per_minute: float | None,
                            tokens_per_minute: float | None, retry_failed: bool, use_body_model: bool,
                            fsync: bool, _private: bool, rate_limiter: Any = None) -> BatchStats:

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import InvalidInputError
 from ..types import Call
-from .engine import _check_max_concurrent, _Engine, _run_in_private_loop, _with_transport
+from .engine import _check_max_concurrent, _Engine, _run_in_private_loop, _with_transport, call_timeout
 from .limits import _positive
 from .progress import _Progress
 from .stats import BatchResults, BatchStats
@@ -25,6 +25,7 @@ def _list_batch_setup(client: Any, kind: str, inputs: Any, max_tokens: Any, temp
         raise InvalidInputError(f"batch: expected a list of {what}, got {type(inputs).__name__}",
                                 field="messages" if kind == "chat" else "prompts")
     items = list(inputs)
+    timeout = call_timeout(client, timeout)
     client.validate_params(max_tokens, temperature, top_p, n, timeout)
     _check_max_concurrent(max_concurrent)
     rpm = _positive("requests_per_minute", requests_per_minute)
@@ -61,7 +62,7 @@ def _list_batch_result(results: list[Any], errors: list[dict[str, Any] | None], 
 
 
 def run_batch(client: Any, kind: str, inputs: Any, *, max_tokens: int = 256, temperature: float = 0,
-              top_p: float = 1.0, n: int = 1, timeout: float = 60, guided_json: Any = None,
+              top_p: float = 1.0, n: int = 1, timeout: float | None = None, guided_json: Any = None,
               concurrent: bool = True, max_concurrent: int = 5, return_error: bool = False,
               progress: Any = None, requests_per_minute: float | None = None,
               tokens_per_minute: float | None = None, schema_retries: int | None = None,
@@ -83,7 +84,7 @@ def run_batch(client: Any, kind: str, inputs: Any, *, max_tokens: int = 256, tem
 
 
 async def arun_batch(client: Any, kind: str, inputs: Any, *, max_tokens: int = 256, temperature: float = 0,
-                     top_p: float = 1.0, n: int = 1, timeout: float = 60, guided_json: Any = None,
+                     top_p: float = 1.0, n: int = 1, timeout: float | None = None, guided_json: Any = None,
                      concurrent: bool = True, max_concurrent: int = 5, return_error: bool = False,
                      progress: Any = None, requests_per_minute: float | None = None,
                      tokens_per_minute: float | None = None, schema_retries: int | None = None,

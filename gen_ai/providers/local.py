@@ -584,6 +584,9 @@ class LocalTransport:
         except Exception as exc:
             model.lock.release()
             return _error_response(exc, request)
+        except BaseException:  # Ctrl-C while the model loads or reads the prompt: free the model
+            model.lock.release()
+            raise
         return LocalStream(model, llama, body, kwargs, seeds, first, request)
 
     def close(self) -> None:
