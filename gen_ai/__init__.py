@@ -29,10 +29,23 @@ from .errors import (
     ToolCallError,
 )
 from .factory import create_client
-from .hooks import CallInfo, Hooks
 from .types import ChatResult, ChatResults, Embeddings, StreamEvent, ToolCall, Usage
 
 __version__ = "0.1.0"
+
+# Imported on first use (``gen_ai.Hooks``), not at ``import gen_ai``: most programs never need them.
+_LAZY = {"Hooks": "gen_ai.hooks", "CallInfo": "gen_ai.hooks"}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gen_ai' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "create_client",

@@ -222,14 +222,16 @@ def _make_hooks(hooks: Any, telemetry: Any, codec: Any) -> Any:
     ``telemetry="auto"`` adds the OpenTelemetry hooks when ``opentelemetry`` is importable
     (looked up, not imported: with the extra not installed this costs one path lookup per
     client and nothing per call); ``True`` requires it, ``False`` leaves it out."""
-    from .hooks import Hooks
+    chosen: list[Any] = []
+    if hooks is not None:  # gen_ai.hooks is imported only when something observes calls
+        from .hooks import Hooks
 
-    chosen = list(hooks) if hooks is not None and not isinstance(hooks, Hooks) else ([hooks] if hooks else [])
-    for i, hook in enumerate(chosen):
-        if not isinstance(hook, Hooks):
-            raise InvalidInputError(f"hooks[{i}]: {type(hook).__name__} is not a gen_ai.Hooks",
-                                    suggestion="Subclass gen_ai.Hooks and override the methods you need.",
-                                    field=f"hooks[{i}]")
+        chosen = [hooks] if isinstance(hooks, Hooks) else list(hooks)
+        for i, hook in enumerate(chosen):
+            if not isinstance(hook, Hooks):
+                raise InvalidInputError(f"hooks[{i}]: {type(hook).__name__} is not a gen_ai.Hooks",
+                                        suggestion="Subclass gen_ai.Hooks and override the methods you need.",
+                                        field=f"hooks[{i}]")
     if telemetry not in (True, False, "auto"):
         raise InvalidInputError(f"telemetry: must be True, False or 'auto', got {telemetry!r}",
                                 suggestion="Leave it at 'auto' to trace when OpenTelemetry is installed.",
