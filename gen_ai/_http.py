@@ -343,15 +343,17 @@ def _close_sessions(sessions: dict[Any, Any], lock: Any, timeout: float = 5.0) -
     """Close every session of a table from sync code, whatever state its loop is in: the
     ``Client.close()`` path, and the finalizer that runs when a transport is dropped or the
     interpreter exits (a notebook's loop never ends, so no guard would run)."""
+    with lock:
+        entries = list(sessions.items())
+        sessions.clear()
+    if not entries:  # no async call was ever made: nothing to close, asyncio not needed
+        return
     import asyncio
 
     try:
         running = asyncio.get_running_loop()
     except RuntimeError:
         running = None
-    with lock:
-        entries = list(sessions.items())
-        sessions.clear()
     for loop, (session, _guard) in entries:
         if session.closed or loop.is_closed():
             continue
