@@ -798,13 +798,18 @@ class OpenAIStreamParser(StreamParser):
                 raise StreamError(f"malformed stream event (a choice is not an object): {data[:200]!r}",
                                   provider=self._provider)
             index = choice.get("index", 0)
+            rare = False
             if self._chat:
                 delta = choice.get("delta")
-                if isinstance(delta, dict):
+                if type(delta) is dict:
                     text = delta.get("content")
-                    thinking = delta.get("reasoning_content") or delta.get("reasoning")
-                    if type(thinking) is str and thinking and index == 0:
-                        self.add_reasoning(thinking)
+                    # A content-only delta is the common case; thinking and tool-call fragments
+                    # come in deltas with more keys.
+                    rare = len(delta) > 1 or text is None
+                    if rare and index == 0:
+                        thinking = delta.get("reasoning_content") or delta.get("reasoning")
+                        if type(thinking) is str and thinking:
+                            self.add_reasoning(thinking)
                 else:
                     text = None
             else:
@@ -823,8 +828,8 @@ class OpenAIStreamParser(StreamParser):
                         self.events.append(StreamEvent("text", text=text))
                 else:
                     self._extra.setdefault(index, []).append(text)
-            if self._chat and delta and index == 0:
-                calls = delta.get("tool_calls")
+            if rare and index == 0:
+                calls = delta.get("tool_calls")  # type: ignore[union-attr]  # rare implies a dict
                 if calls:
                     self._tool_fragments(calls)
             reason = choice.get("finish_reason")
