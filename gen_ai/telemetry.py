@@ -21,6 +21,7 @@ import os
 from typing import Any
 
 from opentelemetry import metrics, trace
+from opentelemetry.metrics import _internal as _metrics_internal
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .hooks import CallInfo, Hooks, RequestInfo, ResponseInfo
@@ -67,12 +68,22 @@ class OpenTelemetryHooks(Hooks):
         self._instruments: Any = None
         self.capture_content = capture_content()
         self.latest = latest_experimental()
+        # Providers named by environment variables (loaded by the API on first use).
+        self._env_providers = bool(os.environ.get("OTEL_PYTHON_TRACER_PROVIDER")
+                                   or os.environ.get("OTEL_PYTHON_METER_PROVIDER"))
 
     # -- on or off ---------------------------------------------------------------------------
 
     def enabled(self) -> bool:
         if self._tracer is not None:
             return True
+        if self._tracer_provider is None and self._meter_provider is None and not self._env_providers \
+                and getattr(trace, "_TRACER_PROVIDER", 0) is None \
+                and getattr(_metrics_internal, "_METER_PROVIDER", 0) is None:
+            # The API's globals are None until the application sets a provider: one check per
+            # call (the public getters read two environment variables each time). 0 (attribute
+            # gone in another API version) falls through to the public getters.
+            return False
         tracer_provider = self._tracer_provider or trace.get_tracer_provider()
         meter_provider = self._meter_provider or metrics.get_meter_provider()
         traced = not isinstance(tracer_provider, trace.ProxyTracerProvider)
