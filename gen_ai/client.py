@@ -448,6 +448,21 @@ class Client:
                     parallel_tool_calls=parallel, reasoning_effort=effort, logprobs=logprobs,
                     top_logprobs=top_logprobs), images
 
+    def _failed_call(self, exc: GenAIError, observer: Any, return_error: bool) -> Any:
+        """A call's error: scrubbed, reported to the hooks, then returned as a dict or raised."""
+        exc.redact(self._secrets)
+        if observer is not None:
+            observer.end(error=exc)
+        if return_error:
+            return None, exc.to_dict()
+        raise exc from None
+
+    @staticmethod
+    def _done_call(result: Any, observer: Any, return_error: bool) -> Any:
+        if observer is not None:
+            observer.end(result)
+        return (result, None) if return_error else result
+
     def _run(self, build: Any, return_error: bool) -> Any:
         observer = None
         try:
@@ -457,15 +472,8 @@ class Client:
             result = _core.run_sync(_core.call_flow(self._codec, call, self.max_retries, observer, self._state),
                                     self._transport, self._codec.secrets)
         except GenAIError as exc:
-            exc.redact(self._secrets)
-            if observer is not None:
-                observer.end(error=exc)
-            if return_error:
-                return None, exc.to_dict()
-            raise exc from None
-        if observer is not None:
-            observer.end(result)
-        return (result, None) if return_error else result
+            return self._failed_call(exc, observer, return_error)
+        return self._done_call(result, observer, return_error)
 
     async def _arun(self, build: Any, return_error: bool, offload_build: bool = False) -> Any:
         """``build`` returns ``(call, images)`` (see ``_make_call``); with ``offload_build`` it
@@ -488,15 +496,8 @@ class Client:
                                                            self._state),
                                            self._async_transport, self._codec.secrets)
         except GenAIError as exc:
-            exc.redact(self._secrets)
-            if observer is not None:
-                observer.end(error=exc)
-            if return_error:
-                return None, exc.to_dict()
-            raise exc from None
-        if observer is not None:
-            observer.end(result)
-        return (result, None) if return_error else result
+            return self._failed_call(exc, observer, return_error)
+        return self._done_call(result, observer, return_error)
 
     def _stream(self, cls: type[_S], kind: str, source: Any, max_tokens: Any, temperature: Any, top_p: Any,
                 n: Any, timeout: Any, guided_json: Any, return_error: bool, extra: dict[str, Any]) -> _S:
@@ -692,15 +693,8 @@ class Client:
                                                          self._state),
                                     self._transport, self._codec.secrets)
         except GenAIError as exc:
-            exc.redact(self._secrets)
-            if observer is not None:
-                observer.end(error=exc)
-            if return_error:
-                return None, exc.to_dict()
-            raise exc from None
-        if observer is not None:
-            observer.end(result)
-        return (result, None) if return_error else result
+            return self._failed_call(exc, observer, return_error)
+        return self._done_call(result, observer, return_error)
 
     def _embedding_observer(self, call: EmbeddingCall) -> Any:
         params = {"dimensions": call.dimensions, "inputs": len(call.inputs),
@@ -721,15 +715,8 @@ class Client:
                                                                 self._state),
                                            self._async_transport, self._codec.secrets)
         except GenAIError as exc:
-            exc.redact(self._secrets)
-            if observer is not None:
-                observer.end(error=exc)
-            if return_error:
-                return None, exc.to_dict()
-            raise exc from None
-        if observer is not None:
-            observer.end(result)
-        return (result, None) if return_error else result
+            return self._failed_call(exc, observer, return_error)
+        return self._done_call(result, observer, return_error)
 
     # -- batch ------------------------------------------------------------------------------
     # Thin delegations to gen_ai.batch (imported on first use); see docs/batch.md.
