@@ -7,12 +7,14 @@ test that needs it errors with the reason: it never skips.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -54,21 +56,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def llama_server(tmp_path_factory: pytest.TempPathFactory):
-    """Base URL (``http://127.0.0.1:PORT/v1``) of a real llama-cpp-python server."""
-    model = smollm2_path()
+@contextlib.contextmanager
+def llama_cpp_python(log_dir: Path, *extra_args: str) -> Iterator[str]:
+    """A real llama-cpp-python server (SmolLM2, 1 thread) on a free port; yields its base URL
+    (``http://127.0.0.1:PORT/v1``). Raises with the server's log tail if it does not answer."""
     port = free_port()
-    log = tmp_path_factory.mktemp("llama") / "server.log"
+    log = log_dir / "server.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", model, "--host", "127.0.0.1",
-             "--port", str(port), "--n_ctx", "2048", "--n_threads", "1", "--model_alias", "smollm2"],
+            [sys.executable, "-m", "llama_cpp.server", "--model", smollm2_path(), "--host", "127.0.0.1",
+             "--port", str(port), "--n_ctx", "2048", "--n_threads", "1", "--model_alias", "smollm2",
+             *extra_args],
             stdout=out, stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}/v1"
-    t0 = time.time()
-    deadline = t0 + 120
+    deadline = time.time() + 120
     try:
         while True:
             if proc.poll() is not None:
@@ -84,7 +86,6 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory):
                 raise RuntimeError("llama-cpp-python server did not answer within 120 s:\n"
                                    + log.read_text(errors="replace")[-3000:])
             time.sleep(0.25)
-        STARTUP_TIMES["llama-cpp-python"] = round(time.time() - t0, 2)
         yield url
     finally:
         proc.terminate()
@@ -92,6 +93,15 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory):
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory: pytest.TempPathFactory):
+    """Base URL (``http://127.0.0.1:PORT/v1``) of a real llama-cpp-python server."""
+    t0 = time.time()
+    with llama_cpp_python(tmp_path_factory.mktemp("llama")) as url:
+        STARTUP_TIMES["llama-cpp-python"] = round(time.time() - t0, 2)
+        yield url
 
 
 @pytest.fixture

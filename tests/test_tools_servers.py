@@ -10,13 +10,8 @@ ports; a server that cannot start fails these tests, it never skips them.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
-import urllib.request
-
 import pytest
-from conftest import free_port, smollm2_path
+from conftest import llama_cpp_python
 
 from gen_ai.errors import ServerError
 from gen_ai.factory import create_client
@@ -40,40 +35,10 @@ CALLS: list[str] = []
 @pytest.fixture(scope="module")
 def fc_server(tmp_path_factory):
     """llama-cpp-python's server with the chatml-function-calling chat handler."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("llama-fc") / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", smollm2_path(), "--host", "127.0.0.1",
-             "--port", str(port), "--n_ctx", "2048", "--n_threads", "1", "--model_alias", "smollm2",
-             "--chat_format", "chatml-function-calling"],
-            stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 120
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"llama-cpp-python server exited with {proc.returncode}:\n"
-                                   + log.read_text(errors="replace")[-3000:])
-            try:
-                with urllib.request.urlopen(f"{url}/models", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                raise RuntimeError("llama-cpp-python server did not answer within 120 s:\n"
-                                   + log.read_text(errors="replace")[-3000:])
-            time.sleep(0.25)
+    with llama_cpp_python(tmp_path_factory.mktemp("llama-fc"), "--chat_format", "chatml-function-calling") as url:
         client = create_client(endpoint=url, model_name="smollm2", timeout=120)
         yield client
         client.close()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture(scope="module")
