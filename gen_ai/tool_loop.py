@@ -149,6 +149,23 @@ class _Loop:
             else:
                 observer.end(run)
 
+    def step(self, result: ChatResult) -> tuple[ChatResult | None, list[tuple[ToolRun, Tool | None, Any]],
+                                                list[tuple[ToolRun, Tool, Any]]]:
+        """After a model turn: (the final result, [], []) when the loop ends here, else
+        (None, every requested run, the runs that can be called)."""
+        self.record(result)
+        calls = result.tool_calls
+        if not calls:
+            return self.finish(result), [], []
+        final = self.final_call(result)
+        if final is not None:
+            return _finish_structured(self, result, final), [], []
+        if self.turn >= self.max_turns:
+            return self.finish(result, reached=True), [], []
+        prepared = [self.prepare(call) for call in calls]
+        runnable = [(run, tool, args) for run, tool, args in prepared if tool is not None]
+        return None, prepared, runnable
+
     def prepare(self, call: ToolCall) -> tuple[ToolRun, Tool | None, Any]:
         """-> (run, tool, arguments); run.error set when the call cannot be run."""
         run = ToolRun(call)
@@ -256,17 +273,9 @@ def run_tools(client: Any, messages: Any, tools: Any, *, max_turns: int = 8, tim
         result = client.run_chat_completions(loop.transcript, tools=loop.tools, tool_choice=choice,
                                              parallel_tool_calls=parallel_tool_calls, timeout=loop.remaining(),
                                              **options)
-        loop.record(result)
-        calls = result.tool_calls
-        if not calls:
-            return loop.finish(result)
-        final = loop.final_call(result)
-        if final is not None:
-            return _finish_structured(loop, result, final)
-        if loop.turn >= loop.max_turns:
-            return loop.finish(result, reached=True)
-        prepared = [loop.prepare(call) for call in calls]
-        runnable = [(run, tool, args) for run, tool, args in prepared if tool is not None]
+        ended, prepared, runnable = loop.step(result)
+        if ended is not None:
+            return ended
         if runnable:
             _run_parallel_sync(loop, runnable)
         loop.append_results([run for run, _, _ in prepared])
@@ -302,17 +311,9 @@ async def arun_tools(client: Any, messages: Any, tools: Any, *, max_turns: int =
         result = await client.arun_chat_completions(loop.transcript, tools=loop.tools, tool_choice=choice,
                                                     parallel_tool_calls=parallel_tool_calls,
                                                     timeout=loop.remaining(), **options)
-        loop.record(result)
-        calls = result.tool_calls
-        if not calls:
-            return loop.finish(result)
-        final = loop.final_call(result)
-        if final is not None:
-            return _finish_structured(loop, result, final)
-        if loop.turn >= loop.max_turns:
-            return loop.finish(result, reached=True)
-        prepared = [loop.prepare(call) for call in calls]
-        runnable = [(run, tool, args) for run, tool, args in prepared if tool is not None]
+        ended, prepared, runnable = loop.step(result)
+        if ended is not None:
+            return ended
         if runnable:
             started = time.perf_counter()
             tasks = [asyncio.ensure_future(_call_async(tool.function, args)) for _, tool, args in runnable]
