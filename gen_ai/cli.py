@@ -49,6 +49,17 @@ __all__ = ["main", "build_parser", "make_client", "fail", "UsageError", "SUBCOMM
 # ------------------------------------------------------------------------------------------------
 
 
+class _EndpointAction(argparse.Action):
+    """``--endpoint`` once: a URL; repeated: the list of URLs (replicas, docs/batch.md)."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
+        current = getattr(namespace, self.dest, None)
+        if current is None:
+            setattr(namespace, self.dest, values)
+        else:
+            setattr(namespace, self.dest, (current if isinstance(current, list) else [current]) + [values])
+
+
 def client_options_parser() -> argparse.ArgumentParser:
     """Options that pick and configure the model; shared by every subcommand."""
     p = argparse.ArgumentParser(add_help=False)
@@ -56,8 +67,10 @@ def client_options_parser() -> argparse.ArgumentParser:
     g.add_argument("--provider", metavar="NAME",
                    help="local, openai, azure, anthropic, gemini, bedrock (default: $GEN_AI_PROVIDER, the "
                         "alias, the config file, else openai when an endpoint is set, else local)")
-    g.add_argument("--endpoint", metavar="URL", help="base URL of the API, e.g. http://localhost:8000/v1 "
-                                                     "(default: $GEN_AI_ENDPOINT, the alias, the config file)")
+    g.add_argument("--endpoint", metavar="URL", action=_EndpointAction,
+                   help="base URL of the API, e.g. http://localhost:8000/v1 (default: $GEN_AI_ENDPOINT, the "
+                        "alias, the config file); repeat it for several replicas of one server: requests go to "
+                        "the least busy, and one that is down is skipped")
     g.add_argument("-m", "--model", metavar="NAME",
                    help="model name or an alias from the config file (default: $GEN_AI_MODEL, the config "
                         "file); for local, a path to any .gguf file (default: SmolLM2-135M-Instruct)")

@@ -38,7 +38,7 @@ from . import UsageError
 
 # Settings an alias or the top level may hold, with their types.
 _VALUE_KEYS: dict[str, tuple[type, ...]] = {
-    "provider": (str,), "endpoint": (str,), "model": (str,), "system": (str,),
+    "provider": (str,), "endpoint": (str, list), "model": (str,), "system": (str,),
     "max_tokens": (int,), "temperature": (int, float), "top_p": (int, float), "timeout": (int, float),
     "max_retries": (int,), "options": (dict,), "key": (str,), "log": (bool,),
 }

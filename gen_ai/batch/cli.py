@@ -44,7 +44,7 @@ def prepare_args(args: Any) -> Any:
     replicas = getattr(args, "replica", None)
     if replicas:
         first = getattr(args, "endpoint", None)
-        args.endpoint = ([first] if first else []) + list(replicas)
+        args.endpoint = (first if isinstance(first, list) else [first] if first else []) + list(replicas)
     return args
 
 
