@@ -185,7 +185,7 @@ async def _make_async_call(lib: str, base: str, concurrency: int) -> tuple[Any, 
             return r.choices[0].message.content
 
         return call, None
-    if lib == "raw_aiohttp":
+    if lib in ("raw_aiohttp", "raw_aiohttp_uvloop"):  # the loop is chosen by run_async
         import aiohttp
 
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency))
@@ -236,7 +236,12 @@ def run_async(lib: str, base: str, opts: dict[str, Any]) -> dict[str, Any]:
             await close()
         return {"value": n / elapsed, "calls": n, "seconds": elapsed, "failures": failures}
 
-    result = asyncio.run(main())
+    if lib == "raw_aiohttp_uvloop":
+        import uvloop
+
+        result = uvloop.run(main())
+    else:
+        result = asyncio.run(main())
     result["rss_mb"] = _peak_rss_mb()
     return result
 
@@ -519,15 +524,20 @@ def run_batch_file(lib: str, base: str, opts: dict[str, Any]) -> dict[str, Any]:
     start = time.perf_counter()
     client.run_batch_file(inp, outp, **kwargs)
     elapsed = time.perf_counter() - start
+    rss = _peak_rss_mb()  # the batch's own peak, before the check below reads the output
+    lines = failures = 0
     with open(outp) as f:
-        lines = [json.loads(line) for line in f if line.strip()]
-    failures = sum(1 for rec in lines if rec.get("error") or (rec.get("response") or {}).get("status_code") != 200)
+        for line in f:  # one record at a time: checking must not cost the memory it would report
+            if line.strip():
+                rec = json.loads(line)
+                lines += 1
+                failures += bool(rec.get("error") or (rec.get("response") or {}).get("status_code") != 200)
     client.close()
     for name in os.listdir(tmp):
         os.unlink(os.path.join(tmp, name))
     os.rmdir(tmp)
-    return {"value": n / elapsed, "calls": n, "seconds": elapsed, "failures": failures + (n - len(lines)),
-            "rss_mb": _peak_rss_mb()}
+    return {"value": n / elapsed, "calls": n, "seconds": elapsed, "failures": failures + (n - lines),
+            "rss_mb": rss}
 
 
 METRICS = {"seq": run_seq, "async": run_async, "stream": run_stream, "tools": run_tools, "batch": run_batch,

@@ -14,7 +14,8 @@ warm-up, every `call` and `c_call` profile event counted).
 
 Metrics: seq (sync chat call vs http.client POST + json.loads), async (concurrency --concurrency,
 default 64, vs aiohttp), stream (per text delta of the 2,000-chunk stream vs http.client + line
-split + json.loads), batch (run_chat_completions_batch per request vs the aiohttp async row).
+split + json.loads), batch (run_chat_completions_batch per request vs the aiohttp async row),
+batch_file (run_batch_file per line: read, send, parse, write the output line; same raw row).
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ sys.path.insert(0, HERE)
 import _metric  # noqa: E402
 
 # (N1, N2) units: calls (seq, async, batch) or streams (stream: 2,000 deltas each)
-SIZES = {"seq": (100, 600), "async": (256, 1280), "stream": (1, 3), "batch": (256, 1280)}
-RAW = {"seq": "raw_httpclient", "async": "raw_aiohttp", "stream": "raw_httpclient", "batch": "raw_aiohttp"}
+SIZES = {"seq": (100, 600), "async": (256, 1280), "stream": (1, 3), "batch": (256, 1280),
+         "batch_file": (256, 1280)}
+RAW = {"seq": "raw_httpclient", "async": "raw_aiohttp", "stream": "raw_httpclient", "batch": "raw_aiohttp",
+       "batch_file": "raw_aiohttp"}
 DELTAS_PER_STREAM = 2000
 
 
@@ -72,6 +75,33 @@ def inner(metric: str, lib: str, base: str, n: int, concurrency: int, count: boo
             for _ in start():
                 pass
         sys.setprofile(None)
+    elif metric == "batch_file":
+        import tempfile
+
+        from gen_ai import create_client
+
+        client = create_client("openai", api_key=_metric.API_KEY, endpoint=base, model_name=_metric.MODEL)
+        tmp = tempfile.mkdtemp(prefix="gen_ai_instr_")
+        body = {"model": _metric.MODEL, "messages": _metric.MESSAGES, "max_tokens": _metric.MAX_TOKENS}
+
+        def write_input(path: str, count: int) -> str:
+            with open(path, "w") as f:
+                for i in range(count):
+                    f.write(json.dumps({"custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions",
+                                        "body": body}) + "\n")
+            return path
+
+        warm = write_input(os.path.join(tmp, "warm.jsonl"), 64)
+        inp = write_input(os.path.join(tmp, "in.jsonl"), n)
+        client.run_batch_file(warm, os.path.join(tmp, "warm.out"), max_concurrent=concurrency, progress=False)
+        if count:
+            sys.setprofile(prof)
+        client.run_batch_file(inp, os.path.join(tmp, "out.jsonl"), max_concurrent=concurrency, progress=False)
+        sys.setprofile(None)
+        client.close()
+        for name in os.listdir(tmp):
+            os.unlink(os.path.join(tmp, name))
+        os.rmdir(tmp)
     elif metric in ("async", "batch"):
         async def main() -> None:
             if metric == "batch" and lib == "gen_ai":
@@ -164,7 +194,7 @@ def main() -> None:
             row: dict[str, Any] = {"metric": metric}
             for lib in a.libs.split(","):
                 name = RAW[metric] if lib == "raw" else lib
-                if metric == "batch" and name == "raw_aiohttp":
+                if metric in ("batch", "batch_file") and name == "raw_aiohttp":
                     name_metric = "async"
                 else:
                     name_metric = metric

@@ -9,7 +9,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
-from .. import _core
+from .. import _core, _speedups
 from ..errors import GenAIError, InvalidInputError
 from ..types import Call, EmbeddingCall, Usage
 from .limits import _estimate_tokens, _Gate, _SyncWorkerTransport, _WorkerTransport
@@ -279,17 +279,18 @@ def _check_max_concurrent(value: Any) -> int:
 
 
 def _run_in_private_loop(make_coro: Callable[[], Any]) -> Any:
-    """Run a coroutine to completion from sync code, even when this thread already runs a loop."""
+    """Run a coroutine to completion from sync code, even when this thread already runs a loop.
+    The loop is gen_ai's own: uvloop's when installed (``gen_ai[fast]``, see ``_speedups``)."""
     import asyncio
 
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(make_coro())
+        return _speedups.run(make_coro)
     import concurrent.futures
 
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gen_ai-batch") as pool:
-        return pool.submit(lambda: asyncio.run(make_coro())).result()
+        return pool.submit(lambda: _speedups.run(make_coro)).result()
 
 
 async def _with_transport(client: Any, max_concurrent: int, private: bool,

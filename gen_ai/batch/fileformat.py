@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Generator
 from typing import Any
 
+from .._speedups import json_codec
 from ..errors import InvalidInputError
 from ..types import Call, ChatResult, ChatResults, EmbeddingCall
 
@@ -37,9 +38,10 @@ class BatchInputError(InvalidInputError):
         self.problems = problems
 
 
-def _check_line(line_no: int, raw: bytes, seen: dict[str, int], problems: list[tuple[int, str]]) -> None:
+def _check_line(line_no: int, raw: bytes, seen: dict[str, int], problems: list[tuple[int, str]],
+                loads: Any = json.loads) -> None:
     try:
-        obj = json.loads(raw)
+        obj = loads(raw)
     except ValueError as exc:
         problems.append((line_no, f"invalid JSON ({exc})"))
         return
@@ -105,10 +107,11 @@ def validate_input_file(path: str | os.PathLike[str]) -> int:
 def _validate(path: str | os.PathLike[str]) -> dict[str, int]:
     problems: list[tuple[int, str]] = []
     seen: dict[str, int] = {}
+    loads = json_codec()[0]
     with open(path, "rb") as f:
         for line_no, raw in enumerate(f, 1):
             if raw.strip():
-                _check_line(line_no, raw, seen, problems)
+                _check_line(line_no, raw, seen, problems, loads)
     if problems:
         raise BatchInputError(os.fspath(path), problems)
     return seen
@@ -192,10 +195,40 @@ def _response_body(result: Any, kind: str, model: str | None) -> dict[str, Any]:
             "usage": usage.to_dict() if usage is not None else None}
 
 
+def _verbatim_body(result: Any) -> bytes | None:
+    """The server's own response bytes for a one-answer result, ready to sit inside a JSONL line;
+    None when they must be rebuilt (several answers, a parsed or non-JSON-object body)."""
+    if type(result) is not ChatResult:
+        return None
+    raw = result.__dict__.get("_raw")
+    if type(raw) is not bytes:
+        return None
+    raw = raw.strip()
+    if raw[:1] != b"{" or raw[-1:] != b"}":
+        return None
+    # The codec parsed these bytes as strict JSON, so a CR or LF can only be whitespace between
+    # tokens (inside strings they are escaped): a space keeps the value and the one-line format.
+    if b"\n" in raw or b"\r" in raw:
+        raw = raw.replace(b"\r", b" ").replace(b"\n", b" ")
+    return raw
+
+
 def _output_line(custom_id: str, kind: str, result: Any, error: dict[str, Any] | None,
-                 model: str | None, request_body: dict[str, Any] | None = None) -> bytes:
-    request_id = f"req_{os.urandom(12).hex()}"
-    record: dict[str, Any] = {"id": f"batch_req_{os.urandom(12).hex()}", "custom_id": custom_id}
+                 model: str | None, request_body: dict[str, Any] | None = None, verbatim: bool = False,
+                 dumps: Any = None) -> bytes:
+    """One OpenAI batch output line. With ``verbatim`` (the codec's ``openai_response_body``), a
+    one-answer chat or completion result's body is the server's response bytes as they came:
+    the same JSON the slower path would decode and re-encode."""
+    ids = os.urandom(24).hex()
+    if verbatim and error is None and kind != "embedding":
+        body = _verbatim_body(result)
+        if body is not None:
+            return b"".join((b'{"id":"batch_req_', ids[:24].encode(), b'","custom_id":',
+                             json.dumps(custom_id, ensure_ascii=False).encode(),
+                             b',"response":{"status_code":200,"request_id":"req_', ids[24:].encode(),
+                             b'","body":', body, b'},"error":null}\n'))
+    request_id = f"req_{ids[24:]}"
+    record: dict[str, Any] = {"id": f"batch_req_{ids[:24]}", "custom_id": custom_id}
     if error is None:
         record["response"] = {"status_code": 200, "request_id": request_id,
                               "body": (_embeddings_body(result, request_body or {}, model) if kind == "embedding"
@@ -208,16 +241,20 @@ def _output_line(custom_id: str, kind: str, result: Any, error: dict[str, Any] |
             "body": {"error": {"message": error.get("message"), "type": error.get("error_type"),
                                "param": error.get("field"), "code": None}}}
         record["error"] = {"code": error.get("type"), "message": error.get("message")}
+    if dumps is not None:
+        out: bytes = dumps(record)
+        return out + b"\n"
     return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
 
 
 def _pending(path: str, done: set[str]) -> Generator[tuple[str, tuple[str, dict[str, Any]]], None, None]:
     """The input lines still without a result, read lazily (the file was validated already)."""
+    loads = json_codec()[0]
     with open(path, "rb") as f:
         for raw in f:
             if not raw.strip():
                 continue
-            obj = json.loads(raw)
+            obj = loads(raw)
             custom_id = obj["custom_id"]
             if custom_id not in done:
                 yield custom_id, (_URL_KINDS[obj["url"]], obj["body"])

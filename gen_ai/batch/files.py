@@ -7,6 +7,7 @@ import os
 import time
 from typing import Any
 
+from .._speedups import json_codec
 from ..errors import InvalidInputError
 from ..types import Call, EmbeddingCall
 from .checkpoint import _recover_output, _Writer, _WriterThread
@@ -55,6 +56,8 @@ def _file_batch_setup(client: Any, input_path: Any, output_path: Any, max_concur
     stats.skipped = sum(1 for custom_id in done if custom_id in ids)
     prog = _Progress(progress, len(ids), stats)
     model = client.model_name
+    verbatim = bool(getattr(client.codec, "openai_response_body", False))
+    dumps = json_codec()[1]
 
     def build(payload: tuple[str, dict[str, Any]]) -> Call | EmbeddingCall:
         kind, body = payload
@@ -62,7 +65,7 @@ def _file_batch_setup(client: Any, input_path: Any, output_path: Any, max_concur
 
     def line(custom_id: str, payload: tuple[str, dict[str, Any]], result: Any,
              error: dict[str, Any] | None) -> bytes:
-        return _output_line(custom_id, payload[0], result, error, model, payload[1])
+        return _output_line(custom_id, payload[0], result, error, model, payload[1], verbatim, dumps)
 
     return input_path, done, writer, stats, prog, build, line, rpm, tpm
 
@@ -127,6 +130,7 @@ async def _arun_batch_file(client: Any, input: Any, output: Any, max_concurrent:
                                   lambda t: engine.run_async(items, build, on_done, t))
     finally:
         items.close()
+        thread.hand_over()  # lines of this loop turn (a cancelled batch's last results)
         # Shielded: a cancelled batch still gets its queued lines written and the file closed.
         await asyncio.shield(loop.run_in_executor(None, thread.close))
     stats.elapsed = time.monotonic() - start

@@ -314,6 +314,9 @@ class Codec:
     # True when build_request would otherwise block (a token callable, refreshing AWS
     # credentials): the call flow then runs refresh_credentials() first, off the event loop.
     blocking_credentials = False
+    # True when a result's ``raw`` bytes are an OpenAI Chat Completions / Completions response
+    # body: a batch file then writes them into the output line as they came (no re-encoding).
+    openai_response_body = False
 
     def refresh_credentials(self) -> None:
         return None

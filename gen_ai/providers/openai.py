@@ -254,6 +254,7 @@ def add_tools(body: dict[str, Any], call: Call, choice_as_string: bool = False) 
 
 class OpenAICodec(Codec):
     provider = "openai"
+    openai_response_body = True
     extra_keywords = OPENAI_KEYWORDS
     env_api_key = "OPENAI_API_KEY"
     env_endpoint = "OPENAI_BASE_URL"

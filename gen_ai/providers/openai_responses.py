@@ -55,6 +55,7 @@ class OpenAIResponsesCodec(OpenAICodec):
     """OpenAI's credentials, endpoint rules, errors and learned facts; the Responses wire format."""
 
     extra_keywords = RESPONSES_KEYWORDS
+    openai_response_body = False  # a Responses body, not Chat Completions
 
     def __init__(self, api_key: str | None = None, endpoint: str | None = None, model_name: str | None = None,
                  *, strict_schema: bool = True, headers: Mapping[str, str] | None = None) -> None:
@@ -413,6 +414,7 @@ def _azure_responses_codec() -> type:
 
     class AzureResponsesCodec(AzureCodec):
         extra_keywords = RESPONSES_KEYWORDS
+        openai_response_body = False
         build_body = OpenAIResponsesCodec.build_body
         parse_response = OpenAIResponsesCodec.parse_response
         stream_parser = OpenAIResponsesCodec.stream_parser
