@@ -208,7 +208,9 @@ def test_two_llama_cpp_replicas_one_stopped_mid_batch(tmp_path):
         b.stop()
 
 
-def test_gen_ai_batch_with_replicas_reports_per_replica_counts_as_json(two, tmp_path):
+@pytest.mark.parametrize("second", ["--replica", "--endpoint"])
+def test_gen_ai_batch_with_replicas_reports_per_replica_counts_as_json(two, tmp_path, second):
+    """``--endpoint A --replica B`` and ``--endpoint A --endpoint B`` are the same two replicas."""
     import json
     import subprocess
     import sys
@@ -220,7 +222,7 @@ def test_gen_ai_batch_with_replicas_reports_per_replica_counts_as_json(two, tmp_
                                        "body": {"messages": [{"role": "user", "content": f"c{i}"}]}}) + "\n"
                            for i in range(30)))
     proc = subprocess.run([sys.executable, "-m", "gen_ai", "batch", str(inp), str(out), "--endpoint", servers[0].url,
-                           "--replica", servers[1].url, "--model", "m", "-c", "6", "--no-progress", "--json"],
+                           second, servers[1].url, "--model", "m", "-c", "6", "--no-progress", "--json"],
                           capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 0, proc.stderr
     stats = json.loads(proc.stdout)
