@@ -135,41 +135,22 @@ class _Writer:
 
 class _WriterThread:
     """The output file written by one thread, so the event loop never waits on ``write`` or
-    ``fsync``. ``submit`` adds a line and returns a future that resolves once the line is in the
-    file; a worker awaits it before taking its next item, so at most ``max_concurrent`` items
-    (in flight or being written) are ever without a line when the process dies.
-
-    Lines submitted in one turn of the event loop go to the thread together, as one queue entry
-    with one future, at the end of that turn (``call_soon``): one hand-over between the threads
-    and one ``os.write`` for many lines, instead of a wake-up of the writer per line (which, on
-    a busy core, cost the loop more than the write itself). The thread also joins every entry
-    queued meanwhile into one write."""
+    ``fsync``. ``submit`` queues a line and returns a future that resolves once the line is in
+    the file; a worker awaits it before taking its next item, so at most ``max_concurrent`` items
+    (in flight or being written) are ever without a line when the process dies. The thread takes
+    every line queued meanwhile and writes them with one ``os.write``."""
 
     def __init__(self, writer: _Writer, loop: asyncio.AbstractEventLoop) -> None:
         self.writer = writer
         self.loop = loop
         self.queue: queue.SimpleQueue[tuple[bytes, asyncio.Future[None]] | None] = queue.SimpleQueue()
-        self._lines: list[bytes] = []  # this loop turn's lines, not yet handed over
-        self._future: asyncio.Future[None] | None = None  # their future
         self.thread = threading.Thread(target=self._run, name="gen_ai-batch-writer", daemon=True)
         self.thread.start()
 
     def submit(self, data: bytes) -> asyncio.Future[None]:
-        """Called on the loop's thread."""
-        future = self._future
-        if future is None:
-            future = self._future = self.loop.create_future()
-            self.loop.call_soon(self.hand_over)
-        self._lines.append(data)
+        future: asyncio.Future[None] = self.loop.create_future()
+        self.queue.put((data, future))
         return future
-
-    def hand_over(self) -> None:
-        """Give the lines submitted so far to the thread (on the loop's thread; idempotent)."""
-        future = self._future
-        if future is None:
-            return
-        lines, self._lines, self._future = self._lines, [], None
-        self.queue.put((b"".join(lines), future))
 
     def _run(self) -> None:
         q = self.queue
@@ -190,7 +171,7 @@ class _WriterThread:
                 continue
             error: BaseException | None = None
             try:
-                self.writer.write(batch[0][0] if len(batch) == 1 else b"".join(data for data, _ in batch))
+                self.writer.write(b"".join(data for data, _ in batch))
             except BaseException as exc:  # reported to the workers waiting for these lines
                 error = exc
             try:
@@ -200,7 +181,7 @@ class _WriterThread:
 
     def close(self) -> None:
         """Write what is queued, stop the thread, fsync (with ``fsync=True``) and close. Blocking:
-        call it in a thread from async code, after ``hand_over()`` on the loop's thread."""
+        call it in a thread from async code."""
         self.queue.put(None)
         self.thread.join()
         self.writer.close()

@@ -130,7 +130,6 @@ async def _arun_batch_file(client: Any, input: Any, output: Any, max_concurrent:
                                   lambda t: engine.run_async(items, build, on_done, t))
     finally:
         items.close()
-        thread.hand_over()  # lines of this loop turn (a cancelled batch's last results)
         # Shielded: a cancelled batch still gets its queued lines written and the file closed.
         await asyncio.shield(loop.run_in_executor(None, thread.close))
     stats.elapsed = time.monotonic() - start
