@@ -127,8 +127,10 @@ def test_order_kept_with_slow_items_and_one_failure(echo_server, caplog):
     assert sum(e is not None for e in results.errors) == 1
     assert results.stats.failed == 1 and results.stats.succeeded == 9
     assert "batch item 3 failed" in caplog.text
-    # completion order differed from input order (the slow ones came back last)
-    assert rec.contents.index("p0") == 0
+    # completion order differed from input order: p0 (slow) was sent among the first four and
+    # p9 only after six others had finished, so p0 finished after p9 was sent. (Which of the
+    # first four reached the server first is up to the scheduler.)
+    assert rec.contents.index("p0") < 4 < rec.contents.index("p9")
 
 
 def test_5xx_retried_then_success_and_permanent_failure(echo_server):
