@@ -40,7 +40,7 @@ def test_map_batches_chat_against_the_real_server(ray_local, llama_server, clien
     ).take_all()
     rows = sorted(out, key=lambda r: r["id"])
     assert [r["id"] for r in rows] == list(range(5))
-    for row, prompt in zip(rows, prompts):
+    for row, prompt in zip(rows, prompts, strict=True):
         expected = client.run_chat_completions([{"role": "user", "content": prompt}], max_tokens=6)
         assert row["answer"] == expected
         assert row["error"] is None
@@ -133,17 +133,26 @@ def _write_lines(path, count):
 
 
 def _results(out_dir):
+    """Every result record in an output directory, as OpenAI batch output lines: JSONL part files
+    (``_part-*.jsonl``: a Parquet run's call in progress) and Parquet part files."""
     import glob
     import json
 
+    import pyarrow.parquet as pq
+
     records = []
-    for part in glob.glob(str(out_dir / "part-*.jsonl")):
+    for part in glob.glob(str(out_dir / "part-*.jsonl")) + glob.glob(str(out_dir / "_part-*.jsonl")):
         with open(part) as f:
             for line in f:
                 try:
                     records.append(json.loads(line))
                 except ValueError:
                     pass  # a half-written last line of a killed job
+    for part in glob.glob(str(out_dir / "part-*.parquet")):
+        for row in pq.read_table(part).to_pylist():
+            if row["response"] is not None:
+                row["response"]["body"] = json.loads(row["response"]["body"])
+            records.append(row)
     return records
 
 
@@ -166,7 +175,6 @@ class _Echo:
 
 def _gen_ai_batch_ray(inp, out, server, address, *extra):
     import os
-    import subprocess
     from pathlib import Path
 
     cmd = [sys.executable, "-m", "gen_ai", "batch", "--ray", str(inp), str(out), "--endpoint", server.url,
@@ -175,7 +183,8 @@ def _gen_ai_batch_ray(inp, out, server, address, *extra):
     return cmd, env, Path(__file__).resolve().parents[1]
 
 
-def test_gen_ai_batch_ray_failed_rows_then_resume(ray_local, tmp_path):
+@pytest.mark.parametrize("out_name", ["out", "out.parquet"])
+def test_gen_ai_batch_ray_failed_rows_then_resume(ray_local, tmp_path, out_name):
     import json
     import subprocess
     from collections import Counter
@@ -183,7 +192,7 @@ def test_gen_ai_batch_ray_failed_rows_then_resume(ray_local, tmp_path):
     handler = _Echo(fail={"r3", "r7"})
     server = FaultServer(default=handler)
     try:
-        inp, out = tmp_path / "in.jsonl", tmp_path / "out"
+        inp, out = tmp_path / "in.jsonl", tmp_path / out_name
         _write_lines(inp, 30)
         address = ray_local.get_runtime_context().gcs_address
         cmd, env, cwd = _gen_ai_batch_ray(inp, out, server, address, "--json")
@@ -191,6 +200,16 @@ def test_gen_ai_batch_ray_failed_rows_then_resume(ray_local, tmp_path):
         assert first.returncode == 1, first.stderr[-3000:]
         assert json.loads(first.stdout.strip().splitlines()[-1]) == {"items": 30, "skipped": 0, "succeeded": 28,
                                                                      "failed": 2}
+        failed = [r for r in _results(out) if r["error"] is not None]
+        assert sorted(r["custom_id"] for r in failed) == ["r3", "r7"]
+        assert all(r["response"]["status_code"] == 400 and r["error"]["code"] == "BadRequestError" for r in failed)
+        # --no-retry-failed: the failed results are kept, nothing is sent
+        kept = subprocess.run(cmd + ["--no-retry-failed"], env=env, cwd=cwd, capture_output=True, text=True,
+                              timeout=300)
+        assert kept.returncode == 0, kept.stderr[-3000:]
+        assert json.loads(kept.stdout.strip().splitlines()[-1]) == {"items": 30, "skipped": 30, "succeeded": 0,
+                                                                    "failed": 0}
+        assert len(handler.seen) == 30 and len(_results(out)) == 30
         handler.fail.clear()
         sent_before = Counter(handler.seen)
         second = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
@@ -202,11 +221,21 @@ def test_gen_ai_batch_ray_failed_rows_then_resume(ray_local, tmp_path):
         assert Counter(r["custom_id"] for r in records) == Counter(f"r{i}" for i in range(30))
         assert all(r["error"] is None and r["response"]["body"]["choices"][0]["message"]["content"] == r["custom_id"]
                    for r in records)
+        if out_name.endswith(".parquet"):  # a Parquet dataset any reader takes, nothing else in the directory
+            import pyarrow.parquet as pq
+
+            assert all(p.name.startswith("part-") and p.suffix == ".parquet" for p in out.iterdir())
+            table = pq.read_table(out)
+            assert table.num_rows == 30 and table.column_names == ["id", "custom_id", "response", "error"]
+            assert str(table.schema.field("response").type) == (
+                "struct<status_code: int64, request_id: string, body: string>")
+            assert ray_local.data.read_parquet(str(out)).count() == 30
     finally:
         server.close()
 
 
-def test_gen_ai_batch_ray_killed_job_resumes(ray_local, tmp_path):
+@pytest.mark.parametrize("out_name", ["out", "out.parquet"])
+def test_gen_ai_batch_ray_killed_job_resumes(ray_local, tmp_path, out_name):
     import signal
     import subprocess
     from collections import Counter
@@ -214,7 +243,7 @@ def test_gen_ai_batch_ray_killed_job_resumes(ray_local, tmp_path):
     handler = _Echo(delay=0.05)
     server = FaultServer(default=handler)
     try:
-        inp, out = tmp_path / "in.jsonl", tmp_path / "out"
+        inp, out = tmp_path / "in.jsonl", tmp_path / out_name
         _write_lines(inp, 200)
         address = ray_local.get_runtime_context().gcs_address
         cmd, env, cwd = _gen_ai_batch_ray(inp, out, server, address)
@@ -229,12 +258,16 @@ def test_gen_ai_batch_ray_killed_job_resumes(ray_local, tmp_path):
         time_module().sleep(3)  # the cluster notices the dead driver and stops its actors
         finished_before = {r["custom_id"] for r in _results(out) if r["error"] is None}
         assert 40 <= len(finished_before) < 200
+        if out_name.endswith(".parquet"):  # killed mid-call: that call's results are only in its JSONL file
+            assert list(out.glob("_part-*.jsonl"))
         rerun = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
         assert rerun.returncode == 0, rerun.stderr[-3000:]
         records = _results(out)
         assert Counter(r["custom_id"] for r in records) == Counter(f"r{i}" for i in range(200))
         sent = Counter(handler.seen)
         assert all(sent[cid] == 1 for cid in finished_before)  # nothing with a result was sent again
+        if out_name.endswith(".parquet"):  # the calls cut short by the kill were converted on the rerun
+            assert all(p.suffix == ".parquet" for p in out.iterdir())
     finally:
         server.close()
 
@@ -268,3 +301,105 @@ def test_parquet_input_on_ray(ray_local, tmp_path):
         assert sorted(r["custom_id"] for r in _results(tmp_path / "out")) == sorted(f"p{i}" for i in range(12))
     finally:
         server.close()
+
+
+# -- embeddings: /v1/embeddings lines with --ray, and EmbeddingsPredictor ----------------------------
+
+EMBED_TEXTS = ["The cat sat on the mat.", "A cat was sitting on a mat.", "Stock prices fell sharply today.",
+               "Paris is the capital of France.", "The weather is sunny."]
+
+
+def test_embeddings_batch_file_on_ray(ray_local, xllamacpp_embeddings_server, tmp_path):
+    """/v1/embeddings lines through run_batch_file_on_ray into Parquet, against llama.cpp's server
+    (one slot: a text's vector is the one a direct call gives); a rerun sends nothing."""
+    import json
+
+    from gen_ai import create_client
+    from gen_ai.ray_data import run_batch_file_on_ray
+
+    server = xllamacpp_embeddings_server
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.parquet"
+    inp.write_text("".join(json.dumps({"custom_id": f"e{i}", "method": "POST", "url": "/v1/embeddings",
+                                       "body": {"model": "text-embedding-3-small", "input": text}}) + "\n"
+                           for i, text in enumerate(EMBED_TEXTS)))
+    options = {"endpoint": server.url, "model_name": server.model, "max_concurrent": 2}
+    counts = run_batch_file_on_ray(str(inp), str(out), concurrency=2, rows_per_call=2, **options)
+    assert counts == {"items": 5, "skipped": 0, "succeeded": 5, "failed": 0}
+    by_id = {r["custom_id"]: r for r in _results(out)}
+    client = create_client(endpoint=server.url, model_name=server.model)
+    for i, text in enumerate(EMBED_TEXTS):
+        body = by_id[f"e{i}"]["response"]["body"]
+        assert body["object"] == "list" and body["usage"]["prompt_tokens"] > 0
+        got, want = body["data"][0]["embedding"], client.run_embeddings([text])[0]
+        assert len(got) == 576 and max(abs(x - y) for x, y in zip(got, want, strict=True)) < 1e-6
+    again = run_batch_file_on_ray(str(inp), str(out), concurrency=1, **options)
+    assert again == {"items": 5, "skipped": 5, "succeeded": 0, "failed": 0}
+
+
+def test_embeddings_predictor_against_the_real_server(ray_local, xllamacpp_embeddings_server):
+    """A text column in, an embedding column out; an empty or missing text is that row's error
+    (the others are sent); the job's shared limits actor sees every request."""
+    from gen_ai import create_client
+    from gen_ai.ray_data import EmbeddingsPredictor, shared_limits_actor
+
+    server = xllamacpp_embeddings_server
+    limits = shared_limits_actor("emb-test", 6000, None)  # made here, so it outlives the job's actors
+    texts = [*EMBED_TEXTS[:3], "", None, *EMBED_TEXTS[3:]]
+    ds = ray_local.data.from_items([{"n": i, "text": t} for i, t in enumerate(texts)], override_num_blocks=2)
+    rows = ds.map_batches(
+        EmbeddingsPredictor,
+        fn_constructor_kwargs={"endpoint": server.url, "model_name": server.model, "texts_per_request": 1,
+                               "max_concurrent": 2, "requests_per_minute": 6000, "limits_name": "emb-test"},
+        concurrency=2, batch_size=4, num_cpus=0.25,
+    ).take_all()
+    rows = sorted(rows, key=lambda r: r["n"])
+    client = create_client(endpoint=server.url, model_name=server.model)
+    for row, text in zip(rows, texts, strict=True):
+        if text:
+            want = client.run_embeddings([text])[0]
+            assert row["error"] is None and len(row["embedding"]) == 576
+            assert max(abs(x - y) for x, y in zip(row["embedding"], want, strict=True)) < 1e-6
+        else:
+            assert row["embedding"] is None and row["error"].startswith("InvalidInputError: "), row["error"]
+    assert ray_local.get(limits.count.remote()) == 5  # one reservation per request, from both actors
+
+
+def test_embeddings_predictor_a_failed_request(ray_local, tmp_path):
+    """A request the server rejects gives its texts the error; the block and the other requests
+    go on (texts_per_request=2: the rejected text's neighbour in that request fails with it).
+    pyarrow batches; the added columns have one type in every block, so the blocks written as
+    Parquet files read back as one table (a block without errors is not Arrow's null type)."""
+    import pyarrow.parquet as pq
+
+    def rule(rec):
+        inputs = rec.json()["input"]
+        if "bad" in inputs:
+            return Step(400, {"error": {"message": "rejected"}})
+        return Step(200, {"object": "list", "model": "m", "usage": {"prompt_tokens": 1, "total_tokens": 1},
+                          "data": [{"object": "embedding", "index": i, "embedding": [float(len(t)), 0.5]}
+                                   for i, t in enumerate(inputs)]})
+
+    server = FaultServer(default=rule)
+    try:
+        from gen_ai.ray_data import EmbeddingsPredictor
+
+        texts = ["a", "bb", "bad", "dddd", "eeeee", "f", "g"]
+        ds = ray_local.data.from_items([{"t": t} for t in texts], override_num_blocks=2).map_batches(
+            EmbeddingsPredictor,
+            fn_constructor_kwargs={"endpoint": server.url, "model_name": "m", "input_column": "t",
+                                   "output_column": "v", "texts_per_request": 2,
+                                   "client_options": {"max_retries": 0, "embedding_encoding": "float"}},
+            concurrency=1, batch_size=4, batch_format="pyarrow", num_cpus=0.25,
+        ).materialize()
+        rows = ds.take_all()
+        ds.write_parquet(str(tmp_path / "emb"))
+    finally:
+        server.close()
+    table = pq.read_table(tmp_path / "emb")
+    assert table.num_rows == 7 and str(table.schema.field("v").type) == "list<element: float>"
+    assert str(table.schema.field("error").type) == "string"
+    by_text = {r["t"]: r for r in rows}
+    assert [by_text[t]["v"] for t in ("a", "eeeee")] == [[1.0, 0.5], [5.0, 0.5]]
+    for t in ("bad", "dddd"):  # one request
+        assert by_text[t]["v"] is None and by_text[t]["error"].startswith("BadRequestError: ")
+    assert by_text["bb"]["v"] == [2.0, 0.5] and by_text["bb"]["error"] is None
