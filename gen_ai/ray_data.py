@@ -14,12 +14,15 @@
 
 Each actor builds one client in ``__init__`` and keeps one event loop (in a helper thread) for
 its whole life, so its aiohttp connection pool is reused from block to block. A call takes a
-block of rows (a dict of columns, numpy or lists, or a pandas DataFrame) and returns the same
+block of rows (a dict of columns, a pandas DataFrame or a pyarrow Table) and returns the same
 rows with four more columns: ``answer`` (str, None when the row failed), ``prompt_tokens``,
 ``completion_tokens`` (ints, 0 when unknown) and ``error`` (None, or "ErrorType: message").
-A failed row never fails the block. Use ``TextCompletionsPredictor`` for a ``prompt`` column.
+A failed row never fails the block. Use ``TextCompletionsPredictor`` for a ``prompt`` column
+and ``EmbeddingsPredictor`` for a ``text`` column (``embedding`` and ``error`` out).
+``run_batch_file_on_ray`` runs an OpenAI batch file on the cluster (``gen-ai batch --ray``),
+resumably, into JSONL or Parquet. See docs/ray.md (resuming a dataset run included).
 
-Ray is never imported here: Ray imports this module, not the other way round. Install with
+Ray is never imported at import time here: Ray imports this module, not the other way round. Install with
 ``pip install 'gen_ai[ray]'``.
 """
 
@@ -256,7 +259,7 @@ class TextCompletionsPredictor(_CompletionsPredictor):
 
 class EmbeddingsPredictor(_Predictor):
     """Callable class for ``Dataset.map_batches``: the ``text`` column (one string per row) in;
-    ``embedding`` (a list of floats, None when the row failed) and ``error`` (None, or
+    ``embedding`` (Arrow ``list<float32>``, None when the row failed) and ``error`` (None, or
     "ErrorType: message") out. Each block's texts go out as requests of ``texts_per_request``
     texts (default: the provider's), ``max_concurrent`` at a time, through the embeddings batch:
     a failed request gives its texts the error, a text the provider rejects before sending (an
@@ -302,8 +305,8 @@ class EmbeddingsPredictor(_Predictor):
                 try:
                     self.client.embedding_call([text], self.dimensions, None, False, None, 1, self.extra)
                     sent.append(i)
-                except InvalidInputError as exc:
-                    errors[i] = _error_text(exc.to_dict())
+                except InvalidInputError as exc:  # "texts[0]: ..." names the one-text check, not the row
+                    errors[i] = f"InvalidInputError: {exc.message.removeprefix('texts[0]: ')}"
             results, found = self._embed([inputs[i] for i in sent]) if sent else ([], [])
         for i, vector, error in zip(sent, results, found, strict=True):
             vectors[i] = None if vector is None else list(vector)
