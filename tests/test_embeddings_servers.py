@@ -16,7 +16,7 @@ import asyncio
 import math
 
 import pytest
-from servers import start_vllm, start_xllamacpp
+from servers import start_vllm
 
 from gen_ai import create_client
 
@@ -25,7 +25,7 @@ TEXTS = ["The cat sat on the mat.", "A cat was sitting on a mat.", "Stock prices
 
 
 def cos(a, b):
-    return sum(x * y for x, y in zip(a, b)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+    return sum(x * y for x, y in zip(a, b, strict=True)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
 
 
 def check_server_embeddings(url: str, model: str, tolerance: float) -> None:
@@ -36,14 +36,14 @@ def check_server_embeddings(url: str, model: str, tolerance: float) -> None:
     fast = client.run_embeddings(TEXTS, batch_size=1, max_concurrent=3)
     assert client.codec.embedding_encoding == "base64"  # the server took base64
     assert len(fast) == len(TEXTS) and fast.dimensions == 576 and fast.usage.prompt_tokens > 0
-    for a, b in zip(fast, alone):  # base64 float32 == the printed decimals, to float32 precision
-        assert max(abs(x - y) for x, y in zip(a, b)) < tolerance
+    for a, b in zip(fast, alone, strict=True):  # base64 float32 == the printed decimals, to float32 precision
+        assert max(abs(x - y) for x, y in zip(a, b, strict=True)) < tolerance
     assert cos(fast[0], fast[1]) > cos(fast[0], fast[2])  # similar sentences are closer
     # several texts per request: the same batches with base64 and with floats agree
     two = client.run_embeddings(TEXTS, batch_size=2, max_concurrent=1)
     two_plain = plain.run_embeddings(TEXTS, batch_size=2, max_concurrent=1)
-    for a, b in zip(two, two_plain):
-        assert max(abs(x - y) for x, y in zip(a, b)) < tolerance
+    for a, b in zip(two, two_plain, strict=True):
+        assert max(abs(x - y) for x, y in zip(a, b, strict=True)) < tolerance
 
     async def main():
         out = await client.arun_embeddings(TEXTS, batch_size=1, max_concurrent=3, as_numpy=True)
@@ -51,23 +51,16 @@ def check_server_embeddings(url: str, model: str, tolerance: float) -> None:
         return out
 
     arrays = asyncio.run(main())
-    for a, b in zip(arrays, alone):
-        assert max(abs(x - y) for x, y in zip(a.tolist(), b)) < tolerance
+    for a, b in zip(arrays, alone, strict=True):
+        assert max(abs(x - y) for x, y in zip(a.tolist(), b, strict=True)) < tolerance
 
 
-@pytest.fixture(scope="module")
-def llamacpp_embeddings(tmp_path_factory):
-    handle = start_xllamacpp(tmp_path_factory.mktemp("xllamacpp-emb"), slots=1, embeddings=True)
-    yield handle
-    handle.stop()
+def test_llama_cpp_server_embeddings(xllamacpp_embeddings_server):
+    check_server_embeddings(xllamacpp_embeddings_server.url, xllamacpp_embeddings_server.model, 1e-6)
 
 
-def test_llama_cpp_server_embeddings(llamacpp_embeddings):
-    check_server_embeddings(llamacpp_embeddings.url, llamacpp_embeddings.model, 1e-6)
-
-
-def test_llama_cpp_server_matches_in_process_llama_cpp(llamacpp_embeddings):
-    server = create_client(endpoint=llamacpp_embeddings.url, model_name=llamacpp_embeddings.model)
+def test_llama_cpp_server_matches_in_process_llama_cpp(xllamacpp_embeddings_server):
+    server = create_client(endpoint=xllamacpp_embeddings_server.url, model_name=xllamacpp_embeddings_server.model)
     local = create_client(provider="local", n_threads=1, n_ctx=512)
     for text in TEXTS[:3]:
         a = server.run_embeddings([text])[0]
@@ -84,7 +77,7 @@ def test_vllm_pooling_runner_embeddings(tmp_path):
         handle.stop()
 
 
-def test_batch_file_embedding_lines_on_llama_cpp(llamacpp_embeddings, tmp_path):
+def test_batch_file_embedding_lines_on_llama_cpp(xllamacpp_embeddings_server, tmp_path):
     """gen-ai batch with /v1/embeddings lines against the real server: each line's vectors are
     the ones a direct call gives (one slot: the same batching either way)."""
     import json
@@ -97,15 +90,15 @@ def test_batch_file_embedding_lines_on_llama_cpp(llamacpp_embeddings, tmp_path):
               "body": {"model": "text-embedding-3-small", "input": text}} for i, text in enumerate(TEXTS)]
     inp.write_text("".join(json.dumps(r) + "\n" for r in lines))
     proc = subprocess.run([sys.executable, "-m", "gen_ai", "batch", str(inp), str(out), "--endpoint",
-                           llamacpp_embeddings.url, "--model", llamacpp_embeddings.model, "-c", "3",
+                           xllamacpp_embeddings_server.url, "--model", xllamacpp_embeddings_server.model, "-c", "3",
                            "--no-progress"], capture_output=True, text=True, timeout=120,
                           cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 0, proc.stderr[-2000:]
     by_id = {r["custom_id"]: r for r in map(json.loads, out.read_text().splitlines())}
-    client = create_client(endpoint=llamacpp_embeddings.url, model_name=llamacpp_embeddings.model)
+    client = create_client(endpoint=xllamacpp_embeddings_server.url, model_name=xllamacpp_embeddings_server.model)
     for i, text in enumerate(TEXTS):
         body = by_id[f"e{i}"]["response"]["body"]
         assert body["object"] == "list" and body["usage"]["prompt_tokens"] > 0
         got = body["data"][0]["embedding"]
         want = client.run_embeddings([text])[0]
-        assert max(abs(x - y) for x, y in zip(got, want)) < 1e-6
+        assert max(abs(x - y) for x, y in zip(got, want, strict=True)) < 1e-6

@@ -33,7 +33,8 @@ def add_cli_arguments(parser: Any) -> None:
                         "one, a failing one is cooled down and its requests retried on another")
     g.add_argument("--ray", action="store_true",
                    help="run on the Ray cluster ray.init() finds (RAY_ADDRESS, or a local one): INPUT is JSONL or "
-                        "Parquet, OUTPUT a directory of part-*.jsonl files; rerun to resume a failed or killed job")
+                        "Parquet, OUTPUT a directory of part-*.jsonl files (part-*.parquet when OUTPUT ends in "
+                        ".parquet); rerun to resume a failed or killed job")
     g.add_argument("--ray-actors", type=int, default=2, metavar="N", help="with --ray: actors (default: 2)")
     g.add_argument("--json", action="store_true",
                    help="print the run's statistics as one JSON object on stdout (per-replica counts included)")

@@ -24,7 +24,7 @@ logger = logging.getLogger("gen_ai")
 
 def _setup(client: Any, texts: Any, dimensions: Any, timeout: Any, batch_size: Any, max_concurrent: Any,
            progress: Any, requests_per_minute: Any, tokens_per_minute: Any, as_numpy: Any,
-           extra: dict[str, Any]) -> tuple[Any, ...]:
+           extra: dict[str, Any], rate_limiter: Any = None) -> tuple[Any, ...]:
     call = client.embedding_call(texts, dimensions, call_timeout(client, timeout), as_numpy, batch_size, 1, extra)
     _check_max_concurrent(max_concurrent)
     rpm = _positive("requests_per_minute", requests_per_minute)
@@ -55,6 +55,7 @@ def _setup(client: Any, texts: Any, dimensions: Any, timeout: Any, batch_size: A
                            first + count - 1, error.get("type"), str(error.get("message"))[:200])
 
     engine = _Engine(client, min(max_concurrent, len(chunks)), rpm, tpm, prog, stats)
+    engine.gate.shared = rate_limiter  # gen_ai.ray_data: limits shared by the job's actors
     return items, engine, build, on_done, results, errors, stats, prog
 
 
@@ -70,12 +71,13 @@ def _finish(results: list[Any], errors: list[dict[str, Any] | None], stats: Batc
 def run_embeddings_batch(client: Any, texts: Any, *, dimensions: int | None = None, timeout: float | None = None,
                          batch_size: int | None = None, max_concurrent: int = 8, return_error: bool = False,
                          progress: Any = None, requests_per_minute: float | None = None,
-                         tokens_per_minute: float | None = None, as_numpy: bool = False, **extra: Any) -> Any:
+                         tokens_per_minute: float | None = None, as_numpy: bool = False, rate_limiter: Any = None,
+                         **extra: Any) -> Any:
     """The sync embeddings batch (a private event loop and pool, like the chat batches)."""
     start = time.monotonic()
     items, engine, build, on_done, results, errors, stats, prog = _setup(
         client, texts, dimensions, timeout, batch_size, max_concurrent, progress, requests_per_minute,
-        tokens_per_minute, as_numpy, extra)
+        tokens_per_minute, as_numpy, extra, rate_limiter)
 
     def make() -> Any:
         return _with_transport(client, engine.max_concurrent, True,
@@ -89,12 +91,13 @@ async def arun_embeddings_batch(client: Any, texts: Any, *, dimensions: int | No
                                 batch_size: int | None = None, max_concurrent: int = 8,
                                 return_error: bool = False, progress: Any = None,
                                 requests_per_minute: float | None = None, tokens_per_minute: float | None = None,
-                                as_numpy: bool = False, **extra: Any) -> Any:
-    """The async embeddings batch, on the client's own async pool."""
+                                as_numpy: bool = False, rate_limiter: Any = None, **extra: Any) -> Any:
+    """The async embeddings batch, on the client's own async pool. ``rate_limiter``: limits
+    shared with other processes (``gen_ai.ray_data``), as for the list batches."""
     start = time.monotonic()
     items, engine, build, on_done, results, errors, stats, prog = _setup(
         client, texts, dimensions, timeout, batch_size, max_concurrent, progress, requests_per_minute,
-        tokens_per_minute, as_numpy, extra)
+        tokens_per_minute, as_numpy, extra, rate_limiter)
     await _with_transport(client, engine.max_concurrent, False,
                           lambda t: engine.run_async(iter(items), build, on_done, t))
     return _finish(results, errors, stats, prog, start, return_error)
