@@ -364,7 +364,10 @@ class Client:
         inner = getattr(self._async_transport, "inner", self._async_transport)
         if not isinstance(inner, AsyncTransport):
             return None
-        fresh = AsyncTransport(self._timeouts, max_connections=max_connections)
+        from ._http_lean import LeanAsyncTransport, lean_allowed
+
+        cls = LeanAsyncTransport if lean_allowed(self._timeouts) else AsyncTransport
+        fresh = cls(self._timeouts, max_connections=max_connections)
         wrap = getattr(self._codec, "wrap_transport", None)
         return fresh if wrap is None else wrap(fresh, True)
 
