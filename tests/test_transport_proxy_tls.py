@@ -134,6 +134,13 @@ def run(client: Any, mode: str) -> Any:
         return client.run_chat_completions(MESSAGES)
     if mode == "sync-stream":
         return "".join(client.run_chat_completions_stream(MESSAGES))
+    if mode == "batch":  # a private pool: the lean transport direct, aiohttp through a proxy
+        results, errors = client.run_chat_completions_batch([MESSAGES], return_error=True, progress=False)
+        if errors[0] is not None:  # the error dict as the exception it was made from
+            error = APIConnectionError(errors[0]["message"], suggestion=errors[0]["suggestion"])
+            error.retryable = errors[0]["retryable"]
+            raise error
+        return str(results[0])
 
     async def main() -> Any:
         async with client:
@@ -144,7 +151,7 @@ def run(client: Any, mode: str) -> Any:
     return asyncio.run(main())
 
 
-MODES = ["sync", "sync-stream", "async", "async-stream"]
+MODES = ["sync", "sync-stream", "async", "async-stream", "batch"]
 
 
 # -- through the proxy ---------------------------------------------------------------------------
