@@ -33,6 +33,7 @@ from .types import (
     RawResponse,
     Request,
     Usage,
+    chat_result,
 )
 
 logger = logging.getLogger("gen_ai")
@@ -375,10 +376,9 @@ def call_flow(codec: Any, call: Call, max_retries: int, observer: Observer | Non
         first = call.replace(n=1)
         completion = yield from request_flow(codec, first, deadline, max_retries, observer, state)
     if call.n == 1 and call.schema is None and completion.texts:  # the common case, kept lean
-        result = ChatResult(completion.texts[0], finish_reason=completion.finish_reasons[0],
-                            usage=completion.usage, model=completion.model, raw=completion.raw,
-                            latency=time.perf_counter() - start, id=completion.id,
-                            tool_calls=completion.tool_calls[0] if completion.tool_calls else None)
+        result = chat_result(completion.texts[0], completion.finish_reasons[0], completion.usage, completion.model,
+                             completion.raw, time.perf_counter() - start, completion.id,
+                             completion.tool_calls[0] if completion.tool_calls else None)
         if completion.reasonings is not None or completion.reasoning_details is not None \
                 or completion.logprobs is not None:
             attach_reasoning(result, completion, 0)

@@ -14,7 +14,7 @@ from . import _core
 from ._http import AsyncTransport, HTTPOptions, SyncTransport
 from ._state import ServerState
 from .errors import GenAIError, InvalidInputError, SchemaValidationError
-from .types import Call, ChatResult, ChatResults, EmbeddingCall, StreamEvent, ToolCall, Usage
+from .types import Call, ChatResult, ChatResults, EmbeddingCall, StreamEvent, ToolCall, Usage, new_call
 
 VALID_ROLES = frozenset({"system", "user", "assistant", "tool", "developer", "function"})
 # Keywords the client owns; passing them through **extra would corrupt the request.
@@ -442,11 +442,8 @@ class Client:
             schema_retries = self.schema_retries
         elif not isinstance(schema_retries, int) or isinstance(schema_retries, bool) or schema_retries < 0:
             raise _bad("schema_retries", f"must be a whole number >= 0, got {schema_retries!r}", "Pass e.g. 1.")
-        return Call(kind, messages=messages, prompt=prompt, max_tokens=max_tokens, temperature=temperature,
-                    top_p=top_p, n=n, timeout=timeout, schema=schema, stream=stream, extra=extra,
-                    schema_retries=schema_retries, tools=tools, tool_choice=tool_choice,
-                    parallel_tool_calls=parallel, reasoning_effort=effort, logprobs=logprobs,
-                    top_logprobs=top_logprobs), images
+        return new_call(kind, messages, prompt, max_tokens, temperature, top_p, n, timeout, schema, stream, extra,
+                        schema_retries, tools, tool_choice, parallel, effort, logprobs, top_logprobs), images
 
     def _failed_call(self, exc: GenAIError, observer: Any, return_error: bool) -> Any:
         """A call's error: scrubbed, reported to the hooks, then returned as a dict or raised."""
