@@ -61,6 +61,124 @@ def _connection_error(exc: BaseException, request: Request, during: str,
 # Sync transport: a keep-alive pool over http.client
 # --------------------------------------------------------------------------------------------
 
+# The pool's http.client connection classes (see _connection_classes), made on first use.
+_CONNECTIONS: tuple[Any, Any] | None = None
+
+
+def _connection_classes() -> tuple[Any, Any]:
+    """(HTTPConnection, HTTPSConnection) subclasses that read a response's header block without
+    the email package (``http.client.parse_headers`` costs about a third of a small call). They
+    produce the same ``HTTPMessage`` as http.client; anything out of the ordinary (folded or odd
+    header lines, multipart or message content types) takes http.client's own code."""
+    global _CONNECTIONS
+    if _CONNECTIONS is not None:
+        return _CONNECTIONS
+    import email.parser
+    import http.client
+    import re
+
+    base = http.client.HTTPResponse
+    read_headers: Any = getattr(http.client, "_read_headers", None)
+    message_class = http.client.HTTPMessage
+    # Header lines the email parser reads as exactly "name: value": a name of the characters
+    # it accepts, a value without the characters str.splitlines() breaks on (it splits the block
+    # there), then CRLF or LF; and the blank line that ends the block.
+    simple_block = re.compile(rb"(?:[!-9;-~]+:[\t\x20-\x7e\x80-\x84\x86-\xff]*\r?\n)*\r?\n").fullmatch
+
+    def parse_headers(fp: Any) -> tuple[Any, dict[str, str]]:
+        """http.client.parse_headers(fp), and the first value of each header (lower-case names)."""
+        lines = read_headers(fp)
+        block = b"".join(lines)
+        first: dict[str, str] = {}
+        if simple_block(block) is not None:
+            message = message_class()
+            for line in lines[:-1]:
+                name, _, value = line.decode("iso-8859-1").partition(":")
+                value = value.lstrip(" \t").rstrip("\r\n")
+                message.set_raw(name, value)
+                lower = name.lower()
+                if lower not in first:
+                    first[lower] = value
+            kind = first.get("content-type", "").lower()
+            if not kind.startswith(("multipart/", "message/")):
+                message.set_payload("")
+                return message, first
+        message = email.parser.Parser(_class=message_class).parsestr(block.decode("iso-8859-1"))
+        for name, value in message.items():
+            first.setdefault(name.lower(), value)
+        return message, first
+
+    class Response(base):  # type: ignore[misc, valid-type]
+        """http.client.HTTPResponse with the header block read by ``parse_headers`` above; the
+        rest of ``begin`` is CPython's, step by step."""
+
+        def begin(self) -> None:
+            if self.headers is not None:  # type: ignore[has-type]
+                return
+            while True:
+                version, status, reason = self._read_status()
+                if status != http.client.CONTINUE:
+                    break
+                read_headers(self.fp)  # the header block of the 100 response
+            self.code = self.status = status
+            self.reason = reason.strip()
+            if version in ("HTTP/1.0", "HTTP/0.9"):
+                self.version = 10
+            elif version.startswith("HTTP/1."):
+                self.version = 11
+            else:
+                raise http.client.UnknownProtocol(version)
+            headers, first = parse_headers(self.fp)
+            self.headers = self.msg = headers
+            get = first.get
+            transfer = get("transfer-encoding")
+            if transfer and transfer.lower() == "chunked":
+                self.chunked = True
+                self.chunk_left = None
+            else:
+                self.chunked = False
+            # _check_close()
+            connection = get("connection")
+            if self.version == 11:
+                self.will_close = bool(connection and "close" in connection.lower())
+            else:
+                proxy_connection = get("proxy-connection")
+                self.will_close = not (get("keep-alive") or (connection and "keep-alive" in connection.lower())
+                                       or (proxy_connection and "keep-alive" in proxy_connection.lower()))
+            self.length = None
+            length = get("content-length")
+            if length and not self.chunked:
+                try:
+                    self.length = int(length)
+                except ValueError:
+                    self.length = None
+                else:
+                    if self.length < 0:
+                        self.length = None
+            if status == http.client.NO_CONTENT or status == http.client.NOT_MODIFIED or 100 <= status < 200 \
+                    or self._method == "HEAD":
+                self.length = 0
+            if not self.will_close and not self.chunked and self.length is None:
+                self.will_close = True
+
+    if read_headers is None:  # an http.client without the helper: its own classes
+        response_class = base
+    else:
+        response_class = Response
+
+    class Connection(http.client.HTTPConnection):
+        pass
+
+    class TLSConnection(http.client.HTTPSConnection):
+        pass
+
+    Connection.response_class = response_class
+    TLSConnection.response_class = response_class
+    Response.parse_headers = staticmethod(parse_headers)  # (tests compare it with http.client's)
+    classes = _CONNECTIONS = (Connection, TLSConnection)
+    return classes
+
+
 
 class SyncTransport:
     """A thread-safe pool of keep-alive ``http.client`` connections, per host."""
@@ -109,23 +227,20 @@ class SyncTransport:
             idle = self._idle.get(key)
             if idle:
                 return idle.pop(), True
-        import http.client
-
+        http_connection, https_connection = _connection_classes()
         scheme, host, port = key
         connect = self._timeout.connect
         if proxy is None:
             if scheme == "https":
-                conn: Any = http.client.HTTPSConnection(host, port, timeout=connect,
-                                                        context=self._options.ssl_context())
+                conn: Any = https_connection(host, port, timeout=connect, context=self._options.ssl_context())
             else:
-                conn = http.client.HTTPConnection(host, port, timeout=connect)
+                conn = http_connection(host, port, timeout=connect)
         elif scheme == "https":
             # CONNECT tunnel through the proxy; TLS (SNI, certificate check) is with the target.
-            conn = http.client.HTTPSConnection(proxy.host, proxy.port, timeout=connect,
-                                               context=self._options.ssl_context())
+            conn = https_connection(proxy.host, proxy.port, timeout=connect, context=self._options.ssl_context())
             conn.set_tunnel(host, port, headers={"Proxy-Authorization": proxy.auth} if proxy.auth else None)
         else:
-            conn = http.client.HTTPConnection(proxy.host, proxy.port, timeout=connect)
+            conn = http_connection(proxy.host, proxy.port, timeout=connect)
         return conn, False
 
     def _checkin(self, key: tuple[str, str, int], conn: Any) -> None:
