@@ -67,9 +67,11 @@ _CONNECTIONS: tuple[Any, Any] | None = None
 
 def _connection_classes() -> tuple[Any, Any]:
     """(HTTPConnection, HTTPSConnection) subclasses that read a response's header block without
-    the email package (``http.client.parse_headers`` costs about a third of a small call). They
-    produce the same ``HTTPMessage`` as http.client; anything out of the ordinary (folded or odd
-    header lines, multipart or message content types) takes http.client's own code."""
+    the email package (``http.client.parse_headers`` costs about a third of a small call) and
+    validate each distinct request header once rather than on every request. Both produce the
+    same ``HTTPMessage`` and the same bytes on the wire as http.client; anything out of the
+    ordinary (folded or odd header lines, multipart or message content types) takes http.client's
+    own code."""
     global _CONNECTIONS
     if _CONNECTIONS is not None:
         return _CONNECTIONS
@@ -161,15 +163,47 @@ def _connection_classes() -> tuple[Any, Any]:
             if not self.will_close and not self.chunked and self.length is None:
                 self.will_close = True
 
+    started = getattr(http.client, "_CS_REQ_STARTED", None)
+    # Only where http.client has the two names used below (every CPython since 3.0).
+    remember = started is not None and hasattr(http.client.HTTPConnection, "_output")
+
+    class Headers:
+        """``putheader`` that checks a (name, value) pair the first time a connection sends it,
+        then sends the line http.client built for it. Kept per connection (credentials go when it
+        closes), at most 64 lines."""
+
+        _lines: dict[tuple[str, str], bytes] | None = None
+
+        def putheader(self, header: Any, *values: Any) -> None:
+            if remember and len(values) == 1 and type(header) is str and type(values[0]) is str \
+                    and getattr(self, "_HTTPConnection__state", started) == started:
+                value = values[0]
+                lines = self._lines
+                if lines is None:
+                    lines = self._lines = {}
+                line = lines.get((header, value))
+                if line is not None:
+                    self._output(line)  # type: ignore[attr-defined]
+                    return
+                if header == "Content-Length" and value.isdigit() and value.isascii():
+                    # (a new value almost every request: sent, not kept)
+                    self._output(b"Content-Length: " + value.encode("ascii"))  # type: ignore[attr-defined]
+                    return
+                super().putheader(header, value)  # type: ignore[misc]  # checks it; raises on a bad one
+                if len(lines) < 64:
+                    lines[(header, value)] = header.encode("ascii") + b": " + value.encode("latin-1")
+                return
+            super().putheader(header, *values)  # type: ignore[misc]
+
     if read_headers is None:  # an http.client without the helper: its own classes
         response_class = base
     else:
         response_class = Response
 
-    class Connection(http.client.HTTPConnection):
+    class Connection(Headers, http.client.HTTPConnection):
         pass
 
-    class TLSConnection(http.client.HTTPSConnection):
+    class TLSConnection(Headers, http.client.HTTPSConnection):
         pass
 
     Connection.response_class = response_class
