@@ -459,10 +459,32 @@ def dumps(value: Any) -> bytes:
     return _encode(value).encode("utf-8")
 
 
+_scan_once = json.decoder.JSONDecoder().scan_once  # type: ignore[attr-defined]
+_whitespace = json.decoder.WHITESPACE.match  # type: ignore[attr-defined]
+
+
+def loads(data: Any) -> Any:
+    """``json.loads(data)``, the same value or the same error. A bytes object that starts with
+    ``{`` (UTF-8 by json's own encoding detection) goes straight to json's C scanner: the three
+    Python layers of ``json.loads`` in between cost about a third of a small response's parse."""
+    if type(data) is bytes and data[:1] == b"{" and data[1:2] != b"\x00":
+        text = data.decode("utf-8", "surrogatepass")
+        try:
+            value, end = _scan_once(text, 0)
+        except StopIteration as exc:
+            raise json.JSONDecodeError("Expecting value", text, exc.value) from None
+        if end != len(text):
+            end = _whitespace(text, end).end()
+            if end != len(text):
+                raise json.JSONDecodeError("Extra data", text, end)
+        return value
+    return json.loads(data)
+
+
 def decode_json(response: RawResponse, provider: str) -> Any:
     """The body as JSON, or a ResponseError that says what came back instead."""
     try:
-        return json.loads(response.body)
+        return loads(response.body)
     except ValueError:
         pass
     raise ResponseError(

@@ -63,6 +63,7 @@ from ._base import (
     error_details,
     float_vector,
     json_headers,
+    loads,
     status_error,
     token_count,
 )
@@ -798,7 +799,7 @@ class OpenAIStreamParser(StreamParser):
             self._done = True
             return
         try:
-            obj = json.loads(data)
+            obj = loads(data)
         except ValueError:
             raise StreamError(f"malformed stream event: {data[:200]!r}", provider=self._provider) from None
         if not isinstance(obj, dict):
