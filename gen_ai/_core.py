@@ -153,8 +153,6 @@ def run_sync(flow: Flow, transport: Any, secrets: Secrets = ()) -> Any:
 
 
 async def run_async(flow: Flow, transport: Any, secrets: Secrets = ()) -> Any:
-    import asyncio
-
     value: Any = None
     error: BaseException | None = None
     try:
@@ -180,6 +178,8 @@ async def run_async(flow: Flow, transport: Any, secrets: Secrets = ()) -> Any:
                     await _once_async(action, transport, secrets)
                 else:
                     assert type(action) is Sleep
+                    import asyncio  # here, not per call: only a retry sleeps
+
                     await asyncio.sleep(action.seconds)
             except GenAIError as exc:
                 error = exc

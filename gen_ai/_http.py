@@ -299,7 +299,8 @@ class SyncTransport:
 
     def _start(self, request: Request, timeout: float) -> tuple[Any, Any, tuple[str, str, int]]:
         """Send the request and read the status line and headers; return (conn, response, key)."""
-        key, path, proxy = self._target(request.url)
+        target = self._targets.get(request.url)
+        key, path, proxy = target if target is not None else self._target(request.url)
         headers = request.headers
         if proxy is not None and proxy.auth is not None and key[0] == "http":
             headers = {**headers, "Proxy-Authorization": proxy.auth}
@@ -334,7 +335,9 @@ class SyncTransport:
             f"Connection failed: {request.method} {request.url}", url=request.url, method=request.method
         )
 
-    def _send(self, request: Request, timeout: float) -> RawResponse:
+    def send(self, request: Request, timeout: float, follow: bool = True) -> RawResponse:
+        """The request's complete response; a 3xx is followed as the policy says unless
+        ``follow`` is False (``_redirected``'s own hops)."""
         conn, resp, key = self._start(request, timeout)
         try:
             body = resp.read()
@@ -345,11 +348,8 @@ class SyncTransport:
             conn.close()
         else:
             self._checkin(key, conn)
-        return RawResponse(resp.status, resp.headers, body, request.url, request.method)
-
-    def send(self, request: Request, timeout: float) -> RawResponse:
-        response = self._send(request, timeout)
-        if 300 <= response.status < 400:
+        response = RawResponse(resp.status, resp.headers, body, request.url, request.method)
+        if follow and 300 <= response.status < 400:
             return self._redirected(request, response, timeout, False)  # type: ignore[return-value]
         return response
 
@@ -392,7 +392,7 @@ class SyncTransport:
             if left <= 0:
                 raise APITimeoutError(f"Timed out following redirects to {request.url}", url=request.url,
                                       method=request.method)
-            opened = self._open(request, left) if stream else self._send(request, left)
+            opened = self._open(request, left) if stream else self.send(request, left, False)
             if type(opened) is not RawResponse or not 300 <= opened.status < 400:
                 return opened
             response = opened
@@ -649,7 +649,9 @@ class AsyncTransport:
                                      allow_redirects=False, timeout=self._client_timeout(timeout, request.stream),
                                      **kwargs)
 
-    async def _send(self, request: Request, timeout: float) -> RawResponse:
+    async def send(self, request: Request, timeout: float, follow: bool = True) -> RawResponse:
+        """The request's complete response; a 3xx is followed as the policy says unless
+        ``follow`` is False (``_redirected``'s own hops)."""
         resp = await self._start(request, timeout)
         try:
             body = await resp.read()
@@ -660,11 +662,8 @@ class AsyncTransport:
             resp.close()
             raise error from None
         resp.release()
-        return RawResponse(resp.status, resp.headers, body, request.url, request.method)
-
-    async def send(self, request: Request, timeout: float) -> RawResponse:
-        response = await self._send(request, timeout)
-        if 300 <= response.status < 400:
+        response = RawResponse(resp.status, resp.headers, body, request.url, request.method)
+        if follow and 300 <= response.status < 400:
             return await self._redirected(request, response, timeout, False)  # type: ignore[return-value]
         return response
 
@@ -710,7 +709,7 @@ class AsyncTransport:
             if left <= 0:
                 raise APITimeoutError(f"Timed out following redirects to {request.url}", url=request.url,
                                       method=request.method)
-            opened = await (self._open(request, left) if stream else self._send(request, left))
+            opened = await (self._open(request, left) if stream else self.send(request, left, False))
             if type(opened) is not RawResponse or not 300 <= opened.status < 400:
                 return opened
             response = opened
