@@ -466,8 +466,8 @@ class Client:
             call = build()
             if self._hooks is not None:
                 observer = self._hooks.begin_call(call)
-            result = _core.run_sync(_core.call_flow(self._codec, call, self.max_retries, observer, self._state),
-                                    self._transport, self._codec.secrets)
+            result = _core.call_sync(self._codec, call, self.max_retries, observer, self._state, self._transport,
+                                     self._codec.secrets)
         except GenAIError as exc:
             return self._failed_call(exc, observer, return_error)
         return self._done_call(result, observer, return_error)
@@ -489,9 +489,8 @@ class Client:
                 call = await offload(self._prepare_images, call)
             if self._hooks is not None:
                 observer = self._hooks.begin_call(call)
-            result = await _core.run_async(_core.call_flow(self._codec, call, self.max_retries, observer,
-                                                           self._state),
-                                           self._async_transport, self._codec.secrets)
+            result = await _core.call_async(self._codec, call, self.max_retries, observer, self._state,
+                                            self._async_transport, self._codec.secrets)
         except GenAIError as exc:
             return self._failed_call(exc, observer, return_error)
         return self._done_call(result, observer, return_error)
