@@ -492,20 +492,16 @@ def single_result(completion: Completion, start: float) -> ChatResult:
     return result
 
 
-def _lean(codec: Any, call: Call, observer: Observer | None, state: ServerState | None) -> bool:
-    """Whether ``call_sync`` / ``call_async`` may make the call's first attempt themselves: one
-    answer, no schema, nothing observing, no credential refresh, the client's state."""
-    return (call.n == 1 and call.schema is None and observer is None and state is not None and not call.stream
-            and not codec.blocking_credentials)
-
-
 def call_sync(codec: Any, call: Call, max_retries: int, observer: Observer | None, state: ServerState | None,
               transport: Any, secrets: Secrets = ()) -> Any:
     """``run_sync(call_flow(...))``. The common call's first attempt is made here, without the
     flow's generators; whatever it brings back other than a 2xx answer with a text (an error
     status, a connection error, no choices) is handed to ``call_flow`` as its first attempt,
     which goes on from there (retries, adaptation, the result) exactly as if it had sent it."""
-    if not _lean(codec, call, observer, state):
+    # The lean first attempt: one answer, no schema, nothing observing, the client's state, no
+    # credential refresh.
+    if call.n != 1 or call.schema is not None or observer is not None or state is None or call.stream \
+            or codec.blocking_credentials:
         return run_sync(call_flow(codec, call, max_retries, observer, state), transport, secrets)
     start = time.perf_counter()
     deadline = time.monotonic() + call.timeout
@@ -532,7 +528,10 @@ def call_sync(codec: Any, call: Call, max_retries: int, observer: Observer | Non
 async def call_async(codec: Any, call: Call, max_retries: int, observer: Observer | None,
                      state: ServerState | None, transport: Any, secrets: Secrets = ()) -> Any:
     """``run_async(call_flow(...))``, the first attempt made as in ``call_sync``."""
-    if not _lean(codec, call, observer, state):
+    # The lean first attempt: one answer, no schema, nothing observing, the client's state, no
+    # credential refresh.
+    if call.n != 1 or call.schema is not None or observer is not None or state is None or call.stream \
+            or codec.blocking_credentials:
         return await run_async(call_flow(codec, call, max_retries, observer, state), transport, secrets)
     start = time.perf_counter()
     deadline = time.monotonic() + call.timeout

@@ -544,7 +544,10 @@ class OpenAICodec(Codec):
     # -- responses ------------------------------------------------------------------------
 
     def parse_response(self, call: Call, response: RawResponse) -> Completion:
-        data = decode_json(response, self.provider)
+        try:
+            data = loads(response.body)
+        except ValueError:  # not JSON: decode_json raises the error that says what came back
+            data = decode_json(response, self.provider)
         return completion_from_json(data, call.kind, response, self.provider)
 
     def parse_error(self, response: RawResponse) -> GenAIError:
