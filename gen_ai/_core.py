@@ -33,6 +33,7 @@ from .types import (
     RawResponse,
     Request,
     Usage,
+    chat_result,
 )
 
 logger = logging.getLogger("gen_ai")
@@ -152,8 +153,6 @@ def run_sync(flow: Flow, transport: Any, secrets: Secrets = ()) -> Any:
 
 
 async def run_async(flow: Flow, transport: Any, secrets: Secrets = ()) -> Any:
-    import asyncio
-
     value: Any = None
     error: BaseException | None = None
     try:
@@ -179,6 +178,8 @@ async def run_async(flow: Flow, transport: Any, secrets: Secrets = ()) -> Any:
                     await _once_async(action, transport, secrets)
                 else:
                     assert type(action) is Sleep
+                    import asyncio  # here, not per call: only a retry sleeps
+
                     await asyncio.sleep(action.seconds)
             except GenAIError as exc:
                 error = exc
@@ -234,31 +235,52 @@ async def _parallel_async(flows: list[Flow], transport: Any, secrets: Secrets) -
 # --------------------------------------------------------------------------------------------
 
 
+_NOT_SENT = object()  # request_flow: no attempt handed in
+
+
 def request_flow(codec: Any, call: Call | EmbeddingCall, deadline: float, max_retries: int,
-                 observer: Observer | None = None, state: ServerState | None = None) -> Flow:
+                 observer: Observer | None = None, state: ServerState | None = None,
+                 first: "tuple[Request, Any] | None" = None) -> Flow:
     """One logical request: send, retry what is retryable, let the codec adapt on a 4xx.
 
     Returns a Completion, or for a stream the open 2xx stream response. An adaptation is
     decided by the codec from the request that failed (``request.facts``) and applied to
     ``state`` as a compare-and-set, so concurrent failures move the state one step.
+
+    ``first`` is an attempt already made (``call_sync`` / ``call_async``): ``(request, what
+    came back)``, a response, an ``APIConnectionError`` or the parsed Completion; the flow goes
+    on from there as if it had sent it.
     """
     if state is None:
         state = ServerState()
     attempt = 0
     adaptations = 0
     while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise APITimeoutError(f"the call did not finish within timeout={call.timeout:g}s (retries included)")
-        if codec.blocking_credentials:  # token callables, refreshing AWS credentials
-            yield Blocking(codec.refresh_credentials)
-        request = codec.build_request(call, state)
-        traced = observer is not None and observer.traces
-        if traced:
-            observer.on_request(request, "retry" if attempt else "call")  # type: ignore[union-attr]
+        outcome: Any = _NOT_SENT
+        if first is not None:
+            request, outcome = first
+            first = None
+            if type(outcome) is Completion:
+                return outcome
+            traced = observer is not None and observer.traces
+        else:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise APITimeoutError(f"the call did not finish within timeout={call.timeout:g}s (retries included)")
+            if codec.blocking_credentials:  # token callables, refreshing AWS credentials
+                yield Blocking(codec.refresh_credentials)
+            request = codec.build_request(call, state)
+            traced = observer is not None and observer.traces
+            if traced:
+                observer.on_request(request, "retry" if attempt else "call")  # type: ignore[union-attr]
         error: GenAIError
         try:
-            response = yield Send(request, remaining)
+            if outcome is _NOT_SENT:
+                response = yield Send(request, remaining)
+            elif isinstance(outcome, APIConnectionError):
+                raise outcome
+            else:
+                response = outcome
         except APIConnectionError as exc:
             error = exc
         else:
@@ -351,38 +373,36 @@ def rejected_n(error: GenAIError) -> int | None:
 
 
 def call_flow(codec: Any, call: Call, max_retries: int, observer: Observer | None = None,
-              state: ServerState | None = None) -> Flow:
-    """A whole non-streaming call: returns ChatResult (n == 1) or ChatResults."""
-    start = time.perf_counter()
-    deadline = time.monotonic() + call.timeout
+              state: ServerState | None = None, first: "tuple[Request, Any] | None" = None,
+              start: float = 0.0, deadline: float = 0.0) -> Flow:
+    """A whole non-streaming call: returns ChatResult (n == 1) or ChatResults. ``first`` (with
+    the call's ``start`` and ``deadline``) is the first attempt ``call_sync`` / ``call_async`` made
+    (n == 1, no schema): the flow goes on from it."""
+    if first is None:
+        start = time.perf_counter()
+        deadline = time.monotonic() + call.timeout
     if state is None:  # a caller without a client's state: learn for this call only
         state = ServerState()
     if call.schema is not None:
         yield from probe_flow(codec, call, state, deadline, observer)
-    first = call
+    first_call = call
     if call.n > 1 and state.max_n is not None and call.n > state.max_n:
-        first = call.replace(n=1)  # learned: this server does not take this n; top up below
+        first_call = call.replace(n=1)  # learned: this server does not take this n; top up below
     try:
-        completion: Completion = yield from request_flow(codec, first, deadline, max_retries, observer, state)
+        completion: Completion = yield from request_flow(codec, first_call, deadline, max_retries, observer, state,
+                                                         first)
     except APIStatusError as exc:
-        limit = rejected_n(exc) if first.n > 1 else None
+        limit = rejected_n(exc) if first_call.n > 1 else None
         if limit is None:
             raise
         # Learned once per client: later calls go straight to the top-up.
         state.learn({"max_n": limit})
         logger.info("gen_ai: the server takes n <= %d (%s); asking for %d answers one at a time",
                     limit, exc.message[:120], call.n)
-        first = call.replace(n=1)
-        completion = yield from request_flow(codec, first, deadline, max_retries, observer, state)
+        first_call = call.replace(n=1)
+        completion = yield from request_flow(codec, first_call, deadline, max_retries, observer, state)
     if call.n == 1 and call.schema is None and completion.texts:  # the common case, kept lean
-        result = ChatResult(completion.texts[0], finish_reason=completion.finish_reasons[0],
-                            usage=completion.usage, model=completion.model, raw=completion.raw,
-                            latency=time.perf_counter() - start, id=completion.id,
-                            tool_calls=completion.tool_calls[0] if completion.tool_calls else None)
-        if completion.reasonings is not None or completion.reasoning_details is not None \
-                or completion.logprobs is not None:
-            attach_reasoning(result, completion, 0)
-        return result
+        return single_result(completion, start)
     texts = list(completion.texts[: call.n])
     # Where each answer came from (for its reasoning and logprobs).
     sources: list[tuple[Completion, int]] = [(completion, i) for i in range(len(texts))]
@@ -459,6 +479,80 @@ def call_flow(codec: Any, call: Call, max_retries: int, observer: Observer | Non
     for result, (source, j) in zip(results, sources, strict=False):  # no choice: nothing to copy
         attach_reasoning(result, source, j)
     return ChatResults(results, usage, completion.model, latency, completion.raw)
+
+
+def single_result(completion: Completion, start: float) -> ChatResult:
+    """The ChatResult of a one-answer call (n == 1, no schema) whose completion has a text."""
+    result = chat_result(completion.texts[0], completion.finish_reasons[0], completion.usage, completion.model,
+                         completion.raw, time.perf_counter() - start, completion.id,
+                         completion.tool_calls[0] if completion.tool_calls else None)
+    if completion.reasonings is not None or completion.reasoning_details is not None \
+            or completion.logprobs is not None:
+        attach_reasoning(result, completion, 0)
+    return result
+
+
+def call_sync(codec: Any, call: Call, max_retries: int, observer: Observer | None, state: ServerState | None,
+              transport: Any, secrets: Secrets = ()) -> Any:
+    """``run_sync(call_flow(...))``. The common call's first attempt is made here, without the
+    flow's generators; whatever it brings back other than a 2xx answer with a text (an error
+    status, a connection error, no choices) is handed to ``call_flow`` as its first attempt,
+    which goes on from there (retries, adaptation, the result) exactly as if it had sent it."""
+    # The lean first attempt: one answer, no schema, nothing observing, the client's state, no
+    # credential refresh.
+    if call.n != 1 or call.schema is not None or observer is not None or state is None or call.stream \
+            or codec.blocking_credentials:
+        return run_sync(call_flow(codec, call, max_retries, observer, state), transport, secrets)
+    start = time.perf_counter()
+    deadline = time.monotonic() + call.timeout
+    try:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:  # the flow raises the timeout
+            return run_sync(call_flow(codec, call, max_retries, observer, state), transport, secrets)
+        request = codec.build_request(call, state)
+        try:
+            outcome: Any = transport.send(request, remaining)
+        except APIConnectionError as exc:
+            outcome = exc
+        else:
+            if type(outcome) is RawResponse and outcome.status < 300:
+                outcome = codec.parse_response(call, outcome)
+                if outcome.texts:
+                    return single_result(outcome, start)
+    except GenAIError as exc:
+        raise exc.redact(secrets() if callable(secrets) else secrets) from None
+    return run_sync(call_flow(codec, call, max_retries, observer, state, (request, outcome), start, deadline),
+                    transport, secrets)
+
+
+async def call_async(codec: Any, call: Call, max_retries: int, observer: Observer | None,
+                     state: ServerState | None, transport: Any, secrets: Secrets = ()) -> Any:
+    """``run_async(call_flow(...))``, the first attempt made as in ``call_sync``."""
+    # The lean first attempt: one answer, no schema, nothing observing, the client's state, no
+    # credential refresh.
+    if call.n != 1 or call.schema is not None or observer is not None or state is None or call.stream \
+            or codec.blocking_credentials:
+        return await run_async(call_flow(codec, call, max_retries, observer, state), transport, secrets)
+    start = time.perf_counter()
+    deadline = time.monotonic() + call.timeout
+    try:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return await run_async(call_flow(codec, call, max_retries, observer, state), transport, secrets)
+        request = codec.build_request(call, state)
+        try:
+            outcome: Any = await transport.send(request, remaining)
+        except APIConnectionError as exc:
+            outcome = exc
+        else:
+            if type(outcome) is RawResponse and outcome.status < 300:
+                outcome = codec.parse_response(call, outcome)
+                if outcome.texts:
+                    return single_result(outcome, start)
+    except GenAIError as exc:
+        raise exc.redact(secrets() if callable(secrets) else secrets) from None
+    return await run_async(call_flow(codec, call, max_retries, observer, state, (request, outcome), start,
+                                     deadline), transport, secrets)
 
 
 def attach_reasoning(result: ChatResult, completion: Completion, i: int) -> None:

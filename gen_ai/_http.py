@@ -61,6 +61,158 @@ def _connection_error(exc: BaseException, request: Request, during: str,
 # Sync transport: a keep-alive pool over http.client
 # --------------------------------------------------------------------------------------------
 
+# The pool's http.client connection classes (see _connection_classes), made on first use.
+_CONNECTIONS: tuple[Any, Any] | None = None
+
+
+def _connection_classes() -> tuple[Any, Any]:
+    """(HTTPConnection, HTTPSConnection) subclasses that read a response's header block without
+    the email package (``http.client.parse_headers`` costs about a third of a small call) and
+    validate each distinct request header once rather than on every request. Both produce the
+    same ``HTTPMessage`` and the same bytes on the wire as http.client; anything out of the
+    ordinary (folded or odd header lines, multipart or message content types) takes http.client's
+    own code."""
+    global _CONNECTIONS
+    if _CONNECTIONS is not None:
+        return _CONNECTIONS
+    import email.parser
+    import http.client
+    import re
+
+    base = http.client.HTTPResponse
+    read_headers: Any = getattr(http.client, "_read_headers", None)
+    message_class = http.client.HTTPMessage
+    # Header lines the email parser reads as exactly "name: value": a name of the characters
+    # it accepts, a value without the characters str.splitlines() breaks on (it splits the block
+    # there), then CRLF or LF; and the blank line that ends the block.
+    simple_block = re.compile(rb"(?:[!-9;-~]+:[\t\x20-\x7e\x80-\x84\x86-\xff]*\r?\n)*\r?\n").fullmatch
+
+    def parse_headers(fp: Any) -> tuple[Any, dict[str, str]]:
+        """http.client.parse_headers(fp), and the first value of each header (lower-case names)."""
+        lines = read_headers(fp)
+        block = b"".join(lines)
+        first: dict[str, str] = {}
+        if simple_block(block) is not None:
+            message = message_class()
+            for line in lines[:-1]:
+                name, _, value = line.decode("iso-8859-1").partition(":")
+                value = value.lstrip(" \t").rstrip("\r\n")
+                message.set_raw(name, value)
+                lower = name.lower()
+                if lower not in first:
+                    first[lower] = value
+            kind = first.get("content-type", "").lower()
+            if not kind.startswith(("multipart/", "message/")):
+                message.set_payload("")
+                return message, first
+        message = email.parser.Parser(_class=message_class).parsestr(block.decode("iso-8859-1"))
+        for name, value in message.items():
+            first.setdefault(name.lower(), value)
+        return message, first
+
+    class Response(base):  # type: ignore[misc, valid-type]
+        """http.client.HTTPResponse with the header block read by ``parse_headers`` above; the
+        rest of ``begin`` is CPython's, step by step."""
+
+        def begin(self) -> None:
+            if self.headers is not None:  # type: ignore[has-type]
+                return
+            while True:
+                version, status, reason = self._read_status()
+                if status != http.client.CONTINUE:
+                    break
+                read_headers(self.fp)  # the header block of the 100 response
+            self.code = self.status = status
+            self.reason = reason.strip()
+            if version in ("HTTP/1.0", "HTTP/0.9"):
+                self.version = 10
+            elif version.startswith("HTTP/1."):
+                self.version = 11
+            else:
+                raise http.client.UnknownProtocol(version)
+            headers, first = parse_headers(self.fp)
+            self.headers = self.msg = headers
+            get = first.get
+            transfer = get("transfer-encoding")
+            if transfer and transfer.lower() == "chunked":
+                self.chunked = True
+                self.chunk_left = None
+            else:
+                self.chunked = False
+            # _check_close()
+            connection = get("connection")
+            if self.version == 11:
+                self.will_close = bool(connection and "close" in connection.lower())
+            else:
+                proxy_connection = get("proxy-connection")
+                self.will_close = not (get("keep-alive") or (connection and "keep-alive" in connection.lower())
+                                       or (proxy_connection and "keep-alive" in proxy_connection.lower()))
+            self.length = None
+            length = get("content-length")
+            if length and not self.chunked:
+                try:
+                    self.length = int(length)
+                except ValueError:
+                    self.length = None
+                else:
+                    if self.length < 0:
+                        self.length = None
+            if status == http.client.NO_CONTENT or status == http.client.NOT_MODIFIED or 100 <= status < 200 \
+                    or self._method == "HEAD":
+                self.length = 0
+            if not self.will_close and not self.chunked and self.length is None:
+                self.will_close = True
+
+    started = getattr(http.client, "_CS_REQ_STARTED", None)
+    # Only where http.client has the two names used below (every CPython since 3.0).
+    remember = started is not None and hasattr(http.client.HTTPConnection, "_output")
+
+    class Headers:
+        """``putheader`` that checks a (name, value) pair the first time a connection sends it,
+        then sends the line http.client built for it. Kept per connection (credentials go when it
+        closes), at most 64 lines."""
+
+        _lines: dict[tuple[str, str], bytes] | None = None
+
+        def putheader(self, header: Any, *values: Any) -> None:
+            if remember and len(values) == 1 and type(header) is str and type(values[0]) is str \
+                    and getattr(self, "_HTTPConnection__state", started) == started:
+                value = values[0]
+                lines = self._lines
+                if lines is None:
+                    lines = self._lines = {}
+                line = lines.get((header, value))
+                if line is not None:
+                    self._output(line)  # type: ignore[attr-defined]
+                    return
+                if header == "Content-Length" and value.isdigit() and value.isascii():
+                    # (a new value almost every request: sent, not kept)
+                    self._output(b"Content-Length: " + value.encode("ascii"))  # type: ignore[attr-defined]
+                    return
+                super().putheader(header, value)  # type: ignore[misc]  # checks it; raises on a bad one
+                if len(lines) < 64:
+                    lines[(header, value)] = header.encode("ascii") + b": " + value.encode("latin-1")
+                return
+            super().putheader(header, *values)  # type: ignore[misc]
+
+    if read_headers is None:  # an http.client without the helper: its own classes
+        response_class = base
+    else:
+        response_class = Response
+
+    class Connection(Headers, http.client.HTTPConnection):
+        pass
+
+    class TLSConnection(Headers, http.client.HTTPSConnection):
+        pass
+
+    Connection.response_class = response_class
+    TLSConnection.response_class = response_class
+    Response.parse_headers = staticmethod(parse_headers)  # (tests compare it with http.client's)
+    classes = _CONNECTIONS = (Connection, TLSConnection)
+    return classes
+
+
 
 class SyncTransport:
     """A thread-safe pool of keep-alive ``http.client`` connections, per host."""
@@ -109,23 +261,20 @@ class SyncTransport:
             idle = self._idle.get(key)
             if idle:
                 return idle.pop(), True
-        import http.client
-
+        http_connection, https_connection = _connection_classes()
         scheme, host, port = key
         connect = self._timeout.connect
         if proxy is None:
             if scheme == "https":
-                conn: Any = http.client.HTTPSConnection(host, port, timeout=connect,
-                                                        context=self._options.ssl_context())
+                conn: Any = https_connection(host, port, timeout=connect, context=self._options.ssl_context())
             else:
-                conn = http.client.HTTPConnection(host, port, timeout=connect)
+                conn = http_connection(host, port, timeout=connect)
         elif scheme == "https":
             # CONNECT tunnel through the proxy; TLS (SNI, certificate check) is with the target.
-            conn = http.client.HTTPSConnection(proxy.host, proxy.port, timeout=connect,
-                                               context=self._options.ssl_context())
+            conn = https_connection(proxy.host, proxy.port, timeout=connect, context=self._options.ssl_context())
             conn.set_tunnel(host, port, headers={"Proxy-Authorization": proxy.auth} if proxy.auth else None)
         else:
-            conn = http.client.HTTPConnection(proxy.host, proxy.port, timeout=connect)
+            conn = http_connection(proxy.host, proxy.port, timeout=connect)
         return conn, False
 
     def _checkin(self, key: tuple[str, str, int], conn: Any) -> None:
@@ -150,7 +299,8 @@ class SyncTransport:
 
     def _start(self, request: Request, timeout: float) -> tuple[Any, Any, tuple[str, str, int]]:
         """Send the request and read the status line and headers; return (conn, response, key)."""
-        key, path, proxy = self._target(request.url)
+        target = self._targets.get(request.url)
+        key, path, proxy = target if target is not None else self._target(request.url)
         headers = request.headers
         if proxy is not None and proxy.auth is not None and key[0] == "http":
             headers = {**headers, "Proxy-Authorization": proxy.auth}
@@ -185,7 +335,9 @@ class SyncTransport:
             f"Connection failed: {request.method} {request.url}", url=request.url, method=request.method
         )
 
-    def _send(self, request: Request, timeout: float) -> RawResponse:
+    def send(self, request: Request, timeout: float, follow: bool = True) -> RawResponse:
+        """The request's complete response; a 3xx is followed as the policy says unless
+        ``follow`` is False (``_redirected``'s own hops)."""
         conn, resp, key = self._start(request, timeout)
         try:
             body = resp.read()
@@ -196,11 +348,8 @@ class SyncTransport:
             conn.close()
         else:
             self._checkin(key, conn)
-        return RawResponse(resp.status, resp.headers, body, request.url, request.method)
-
-    def send(self, request: Request, timeout: float) -> RawResponse:
-        response = self._send(request, timeout)
-        if 300 <= response.status < 400:
+        response = RawResponse(resp.status, resp.headers, body, request.url, request.method)
+        if follow and 300 <= response.status < 400:
             return self._redirected(request, response, timeout, False)  # type: ignore[return-value]
         return response
 
@@ -243,7 +392,7 @@ class SyncTransport:
             if left <= 0:
                 raise APITimeoutError(f"Timed out following redirects to {request.url}", url=request.url,
                                       method=request.method)
-            opened = self._open(request, left) if stream else self._send(request, left)
+            opened = self._open(request, left) if stream else self.send(request, left, False)
             if type(opened) is not RawResponse or not 300 <= opened.status < 400:
                 return opened
             response = opened
@@ -500,7 +649,9 @@ class AsyncTransport:
                                      allow_redirects=False, timeout=self._client_timeout(timeout, request.stream),
                                      **kwargs)
 
-    async def _send(self, request: Request, timeout: float) -> RawResponse:
+    async def send(self, request: Request, timeout: float, follow: bool = True) -> RawResponse:
+        """The request's complete response; a 3xx is followed as the policy says unless
+        ``follow`` is False (``_redirected``'s own hops)."""
         resp = await self._start(request, timeout)
         try:
             body = await resp.read()
@@ -511,11 +662,8 @@ class AsyncTransport:
             resp.close()
             raise error from None
         resp.release()
-        return RawResponse(resp.status, resp.headers, body, request.url, request.method)
-
-    async def send(self, request: Request, timeout: float) -> RawResponse:
-        response = await self._send(request, timeout)
-        if 300 <= response.status < 400:
+        response = RawResponse(resp.status, resp.headers, body, request.url, request.method)
+        if follow and 300 <= response.status < 400:
             return await self._redirected(request, response, timeout, False)  # type: ignore[return-value]
         return response
 
@@ -561,7 +709,7 @@ class AsyncTransport:
             if left <= 0:
                 raise APITimeoutError(f"Timed out following redirects to {request.url}", url=request.url,
                                       method=request.method)
-            opened = await (self._open(request, left) if stream else self._send(request, left))
+            opened = await (self._open(request, left) if stream else self.send(request, left, False))
             if type(opened) is not RawResponse or not 300 <= opened.status < 400:
                 return opened
             response = opened

@@ -14,7 +14,7 @@ from . import _core
 from ._http import AsyncTransport, HTTPOptions, SyncTransport
 from ._state import ServerState
 from .errors import GenAIError, InvalidInputError, SchemaValidationError
-from .types import Call, ChatResult, ChatResults, EmbeddingCall, StreamEvent, ToolCall, Usage
+from .types import Call, ChatResult, ChatResults, EmbeddingCall, StreamEvent, ToolCall, Usage, new_call
 
 VALID_ROLES = frozenset({"system", "user", "assistant", "tool", "developer", "function"})
 # Keywords the client owns; passing them through **extra would corrupt the request.
@@ -445,11 +445,8 @@ class Client:
             schema_retries = self.schema_retries
         elif not isinstance(schema_retries, int) or isinstance(schema_retries, bool) or schema_retries < 0:
             raise _bad("schema_retries", f"must be a whole number >= 0, got {schema_retries!r}", "Pass e.g. 1.")
-        return Call(kind, messages=messages, prompt=prompt, max_tokens=max_tokens, temperature=temperature,
-                    top_p=top_p, n=n, timeout=timeout, schema=schema, stream=stream, extra=extra,
-                    schema_retries=schema_retries, tools=tools, tool_choice=tool_choice,
-                    parallel_tool_calls=parallel, reasoning_effort=effort, logprobs=logprobs,
-                    top_logprobs=top_logprobs), images
+        return new_call(kind, messages, prompt, max_tokens, temperature, top_p, n, timeout, schema, stream, extra,
+                        schema_retries, tools, tool_choice, parallel, effort, logprobs, top_logprobs), images
 
     def _failed_call(self, exc: GenAIError, observer: Any, return_error: bool) -> Any:
         """A call's error: scrubbed, reported to the hooks, then returned as a dict or raised."""
@@ -472,8 +469,8 @@ class Client:
             call = build()
             if self._hooks is not None:
                 observer = self._hooks.begin_call(call)
-            result = _core.run_sync(_core.call_flow(self._codec, call, self.max_retries, observer, self._state),
-                                    self._transport, self._codec.secrets)
+            result = _core.call_sync(self._codec, call, self.max_retries, observer, self._state, self._transport,
+                                     self._codec.secrets)
         except GenAIError as exc:
             return self._failed_call(exc, observer, return_error)
         return self._done_call(result, observer, return_error)
@@ -495,9 +492,8 @@ class Client:
                 call = await offload(self._prepare_images, call)
             if self._hooks is not None:
                 observer = self._hooks.begin_call(call)
-            result = await _core.run_async(_core.call_flow(self._codec, call, self.max_retries, observer,
-                                                           self._state),
-                                           self._async_transport, self._codec.secrets)
+            result = await _core.call_async(self._codec, call, self.max_retries, observer, self._state,
+                                            self._async_transport, self._codec.secrets)
         except GenAIError as exc:
             return self._failed_call(exc, observer, return_error)
         return self._done_call(result, observer, return_error)

@@ -143,9 +143,22 @@ class HookSet:
 
     def begin_call(self, call: Any, inner: Any = None, parent: CallInfo | None = None) -> "CallObserver | None":
         """Start reporting one ``Call`` (chat, completion, embeddings, stream)."""
-        active = self._active()
-        if not active:
-            return None
+        hooks: tuple[Hooks, ...] = self.hooks
+        active: tuple[Hooks, ...]
+        if len(hooks) == 1:  # the usual set (OpenTelemetry alone, idle): _active() inlined, once per call
+            try:
+                on = hooks[0].enabled()
+            except Exception:  # a broken hook must never break the call
+                enabled = hooks[0].enabled
+                logger.exception("gen_ai: hook %r raised; ignored", getattr(enabled, "__qualname__", enabled))
+                on = False
+            if not on:
+                return None
+            active = hooks
+        else:
+            active = self._active()
+            if not active:
+                return None
         return self._begin(active, call_info(self, call, parent), inner)
 
     def begin(self, operation: str, *, model: str | None = None, params: dict[str, Any] | None = None,

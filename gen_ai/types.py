@@ -177,6 +177,35 @@ class Call:
         return new
 
 
+def new_call(kind: str, messages: list[dict[str, Any]] | None, prompt: str | None, max_tokens: int,
+             temperature: float, top_p: float, n: int, timeout: float, schema: Any, stream: bool,
+             extra: dict[str, Any] | None, schema_retries: int, tools: list[Any] | None, tool_choice: str | None,
+             parallel_tool_calls: bool | None, reasoning_effort: str | int | None, logprobs: bool,
+             top_logprobs: int | None) -> Call:
+    """``Call(kind, messages=..., ...)`` for the per-call path: every field, positionally (calling
+    the class with 17 keywords costs about three times as much)."""
+    call = Call.__new__(Call)
+    call.kind = kind
+    call.messages = messages
+    call.prompt = prompt
+    call.max_tokens = max_tokens
+    call.temperature = temperature
+    call.top_p = top_p
+    call.n = n
+    call.timeout = timeout
+    call.schema = schema
+    call.stream = stream
+    call.extra = extra or {}
+    call.schema_retries = schema_retries
+    call.tools = tools
+    call.tool_choice = tool_choice
+    call.parallel_tool_calls = parallel_tool_calls
+    call.reasoning_effort = reasoning_effort
+    call.logprobs = logprobs
+    call.top_logprobs = top_logprobs
+    return call
+
+
 def new_call_id() -> str:
     """An id for a tool call whose server sent none (the tool result must name it)."""
     import uuid
@@ -383,16 +412,11 @@ class ChatResult(str):
         parsed: Any = None,
         tool_calls: list[ToolCall] | None = None,
     ) -> "ChatResult":
-        self = super().__new__(cls, text)
-        self.finish_reason = finish_reason
-        self.usage = usage
-        self.model = model
-        self._raw = raw
-        self.latency = latency
-        self.id = id
-        self.choice_index = choice_index
-        self.parsed = parsed
-        self._tool_calls = tool_calls or None
+        self = _str_new(cls, text)
+        # One dict, built whole: nine attribute stores on a str subclass cost more.
+        self.__dict__ = {"finish_reason": finish_reason, "usage": usage, "model": model, "_raw": raw,
+                         "latency": latency, "id": id, "choice_index": choice_index, "parsed": parsed,
+                         "_tool_calls": tool_calls or None}
         return self
 
     @property
@@ -447,6 +471,20 @@ class ChatResult(str):
             "reasoning": self.reasoning,
             "logprobs": [lp.to_dict() for lp in self.logprobs] if self.logprobs is not None else None,
         }
+
+
+_str_new = str.__new__
+
+
+def chat_result(text: str, finish_reason: str | None, usage: Usage | None, model: str | None, raw: Any,
+                latency: float, id: str | None, tool_calls: list[ToolCall] | None) -> ChatResult:
+    """``ChatResult(text, finish_reason=..., ...)`` of the common answer (choice 0, nothing parsed),
+    for the per-call path: positional (a keyword call of the class costs twice as much)."""
+    self = _str_new(ChatResult, text)
+    self.__dict__ = {"finish_reason": finish_reason, "usage": usage, "model": model, "_raw": raw,
+                     "latency": latency, "id": id, "choice_index": 0, "parsed": None,
+                     "_tool_calls": tool_calls or None}
+    return self
 
 
 class TokenLogprob:

@@ -63,6 +63,7 @@ from ._base import (
     error_details,
     float_vector,
     json_headers,
+    loads,
     status_error,
     token_count,
 )
@@ -544,7 +545,10 @@ class OpenAICodec(Codec):
     # -- responses ------------------------------------------------------------------------
 
     def parse_response(self, call: Call, response: RawResponse) -> Completion:
-        data = decode_json(response, self.provider)
+        try:
+            data = loads(response.body)
+        except ValueError:  # not JSON: decode_json raises the error that says what came back
+            data = decode_json(response, self.provider)
         return completion_from_json(data, call.kind, response, self.provider)
 
     def parse_error(self, response: RawResponse) -> GenAIError:
@@ -594,7 +598,19 @@ def completion_from_json(data: Any, kind: str, response: RawResponse, provider: 
             f"the response's 'choices' must be a list of objects: {describe_body(response.body)[:300]}",
             status_code=response.status, url=response.url, method=response.method, provider=provider,
         )
-    if len(choices) > 1:
+    if len(choices) == 1 and kind == "chat":
+        # The common answer (one choice, text only), decided by the same reads as the loop below.
+        choice = choices[0]
+        answer = choice.get("message")
+        if type(answer) is dict:
+            content = answer.get("content")
+            reason = choice.get("finish_reason")
+            if type(content) is str and (reason is None or type(reason) is str) and not choice.get("logprobs") \
+                    and not answer.get("tool_calls") and not answer.get("reasoning_content") \
+                    and not answer.get("reasoning"):
+                return Completion([content], [reason], usage_from_json(data.get("usage")), data.get("model"),
+                                  response.body or data, data.get("id"))
+    elif len(choices) > 1:
         choices = sorted(choices, key=lambda c: c.get("index") if type(c.get("index")) is int else 0)
     texts: list[str] = []
     reasons: list[str | None] = []
@@ -719,8 +735,14 @@ def usage_from_json(usage: Any) -> Usage | None:
     (OpenAI, Azure; a top-level ``reasoning_tokens`` is read too)."""
     if not isinstance(usage, dict):
         return None
-    prompt = token_count(usage.get("prompt_tokens"))
-    completion = token_count(usage.get("completion_tokens"))
+    prompt = usage.get("prompt_tokens")
+    completion = usage.get("completion_tokens")
+    if type(prompt) is int and type(completion) is int and prompt >= 0 and completion >= 0:
+        if (prompt or completion) and len(usage) == 3 and "total_tokens" in usage:
+            return Usage(prompt, completion, prompt + completion)  # the plain three counts: no details
+    else:
+        prompt = token_count(prompt)
+        completion = token_count(completion)
     total = prompt + completion if prompt or completion else token_count(usage.get("total_tokens"))
     result = Usage(prompt, completion, total)
     details = usage.get("prompt_tokens_details")
@@ -781,7 +803,7 @@ class OpenAIStreamParser(StreamParser):
             self._done = True
             return
         try:
-            obj = json.loads(data)
+            obj = loads(data)
         except ValueError:
             raise StreamError(f"malformed stream event: {data[:200]!r}", provider=self._provider) from None
         if not isinstance(obj, dict):
