@@ -262,17 +262,17 @@ class LeanAsyncTransport(AsyncTransport):
             self._targets[url] = found
         return found
 
-    async def _send(self, request: Request, timeout: float) -> RawResponse:
+    async def send(self, request: Request, timeout: float, follow: bool = True) -> RawResponse:
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = loop
             self._slots = asyncio.Semaphore(self._max_connections)
         elif loop is not self._loop:
-            return await super()._send(request, timeout)
+            return await super().send(request, timeout, follow)
         target = self._targets.get(request.url) or self._target(request.url)
         key, line = target
         if key[0] not in ("http", "https"):
-            return await super()._send(request, timeout)
+            return await super().send(request, timeout, follow)
         body = request.body or b""
         head = [request.method.encode("latin-1"), line]
         lines = self._lines
@@ -303,7 +303,10 @@ class LeanAsyncTransport(AsyncTransport):
         else:
             conn.closed = True
             conn.transport.close()
-        return RawResponse(status, headers, content, request.url, request.method)
+        response = RawResponse(status, headers, content, request.url, request.method)
+        if follow and 300 <= status < 400:
+            return await self._redirected(request, response, timeout, False)  # type: ignore[return-value]
+        return response
 
     async def _connection(self, key: tuple[str, str, int], loop: Any, deadline: float) -> _Connection:
         idle = self._idle.get(key)

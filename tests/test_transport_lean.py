@@ -136,6 +136,7 @@ def test_private_batch_pools_are_lean_and_keep_connections_alive():
     first = server.requests[0].decode("latin-1")
     assert first.startswith("POST /v1/chat/completions HTTP/1.1\r\n")
     assert f"Host: {server.url.split('/')[2]}\r\n" in first and "Content-Length: " in first
+    assert "accept-encoding" not in first.lower()  # aiohttp would add Accept-Encoding: this is the lean client
 
 
 def test_chunked_gzip_and_read_until_close_bodies():
