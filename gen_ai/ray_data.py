@@ -351,7 +351,10 @@ class BatchFilePredictor(_Actor):
         self.parquet = _check_format(output_format) == "parquet"
         self.options: dict[str, Any] = dict(max_concurrent=max_concurrent, timeout=timeout, max_tokens=max_tokens,
                                             use_body_model=use_body_model, fsync=fsync, progress=False,
-                                            retry_failed=True)
+                                            retry_failed=True,
+                                            # the actor's loop is gen_ai's own: each block gets a
+                                            # private pool (the lean HTTP client, docs/batch.md)
+                                            _private=True)
 
     def __call__(self, batch: Any) -> dict[str, list[Any]]:
         import json
