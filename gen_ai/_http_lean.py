@@ -18,11 +18,11 @@ private pools plain ``AsyncTransport``s again.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections import deque
 from typing import Any
 
 from ._http import AsyncTransport, _connection_error
+from ._speedups import switched_off
 from .types import RawResponse, Request
 
 _MAX_HEAD = 65536  # bytes of status line + headers before the response is refused
@@ -30,8 +30,7 @@ _MAX_IDLE = 256
 
 
 def lean_allowed(options: Any) -> bool:
-    return not options.uses_proxy and os.environ.get("GEN_AI_LEAN_HTTP", "1").strip().lower() not in (
-        "0", "false", "no", "off")
+    return not options.uses_proxy and not switched_off("GEN_AI_LEAN_HTTP")
 
 
 class _Headers(dict):  # type: ignore[type-arg]
@@ -89,9 +88,6 @@ class _Connection(asyncio.Protocol):
         except _ProtocolError as exc:
             self._fail(exc)
 
-    def eof_received(self) -> bool:
-        return False  # close the transport; connection_lost follows
-
     def connection_lost(self, exc: BaseException | None) -> None:
         self.closed = True
         waiter = self.waiter
@@ -103,12 +99,6 @@ class _Connection(asyncio.Protocol):
         what = "the server closed the connection" + (" in the middle of the response" if self.received
                                                      else " before answering")
         waiter.set_exception(ConnectionResetError(what if exc is None else f"{what} ({exc})"))
-
-    def pause_writing(self) -> None:
-        pass
-
-    def resume_writing(self) -> None:
-        pass
 
     # -- parsing --------------------------------------------------------------------------------
 

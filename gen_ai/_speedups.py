@@ -19,8 +19,13 @@ from collections.abc import Callable
 from typing import Any
 
 
+def switched_off(variable: str) -> bool:
+    """Whether an on-by-default switch such as ``GEN_AI_SPEEDUPS`` is set to 0/false/no/off."""
+    return os.environ.get(variable, "").strip().lower() in ("0", "false", "no", "off")
+
+
 def enabled() -> bool:
-    return os.environ.get("GEN_AI_SPEEDUPS", "1").strip().lower() not in ("0", "false", "no", "off")
+    return not switched_off("GEN_AI_SPEEDUPS")
 
 
 @functools.lru_cache(maxsize=1)

@@ -249,9 +249,10 @@ def _make_hooks(hooks: Any, telemetry: Any, codec: Any) -> Any:
 
 def _otel_installed() -> bool:
     import importlib.util
-    import os
 
-    if os.environ.get("GEN_AI_TELEMETRY", "").lower() in ("0", "false", "off", "no"):
+    from ._speedups import switched_off
+
+    if switched_off("GEN_AI_TELEMETRY"):
         return False
     try:
         return importlib.util.find_spec("opentelemetry") is not None
