@@ -492,16 +492,30 @@ def single_result(completion: Completion, start: float) -> ChatResult:
     return result
 
 
+def _lean_first(codec: Any, call: Call, observer: Observer | None, state: ServerState | None) -> bool:
+    """Whether ``call_sync``/``call_async`` make the first attempt themselves: one answer, no
+    schema, no stream, nothing observing, the client's state, no credential refresh."""
+    return (call.n == 1 and call.schema is None and observer is None and state is not None and not call.stream
+            and not codec.blocking_credentials)
+
+
+def _first_outcome(codec: Any, call: Call, outcome: Any, start: float) -> tuple[Any, Any]:
+    """(the result, None) when the first attempt's answer is done; else (None, what the flow
+    takes over: the response, or the parsed answer without a text)."""
+    if type(outcome) is RawResponse and outcome.status < 300:
+        outcome = codec.parse_response(call, outcome)
+        if outcome.texts:
+            return single_result(outcome, start), None
+    return None, outcome
+
+
 def call_sync(codec: Any, call: Call, max_retries: int, observer: Observer | None, state: ServerState | None,
               transport: Any, secrets: Secrets = ()) -> Any:
     """``run_sync(call_flow(...))``. The common call's first attempt is made here, without the
     flow's generators; whatever it brings back other than a 2xx answer with a text (an error
     status, a connection error, no choices) is handed to ``call_flow`` as its first attempt,
     which goes on from there (retries, adaptation, the result) exactly as if it had sent it."""
-    # The lean first attempt: one answer, no schema, nothing observing, the client's state, no
-    # credential refresh.
-    if call.n != 1 or call.schema is not None or observer is not None or state is None or call.stream \
-            or codec.blocking_credentials:
+    if not _lean_first(codec, call, observer, state):
         return run_sync(call_flow(codec, call, max_retries, observer, state), transport, secrets)
     start = time.perf_counter()
     deadline = time.monotonic() + call.timeout
@@ -515,10 +529,9 @@ def call_sync(codec: Any, call: Call, max_retries: int, observer: Observer | Non
         except APIConnectionError as exc:
             outcome = exc
         else:
-            if type(outcome) is RawResponse and outcome.status < 300:
-                outcome = codec.parse_response(call, outcome)
-                if outcome.texts:
-                    return single_result(outcome, start)
+            result, outcome = _first_outcome(codec, call, outcome, start)
+            if result is not None:
+                return result
     except GenAIError as exc:
         raise exc.redact(secrets() if callable(secrets) else secrets) from None
     return run_sync(call_flow(codec, call, max_retries, observer, state, (request, outcome), start, deadline),
@@ -528,10 +541,7 @@ def call_sync(codec: Any, call: Call, max_retries: int, observer: Observer | Non
 async def call_async(codec: Any, call: Call, max_retries: int, observer: Observer | None,
                      state: ServerState | None, transport: Any, secrets: Secrets = ()) -> Any:
     """``run_async(call_flow(...))``, the first attempt made as in ``call_sync``."""
-    # The lean first attempt: one answer, no schema, nothing observing, the client's state, no
-    # credential refresh.
-    if call.n != 1 or call.schema is not None or observer is not None or state is None or call.stream \
-            or codec.blocking_credentials:
+    if not _lean_first(codec, call, observer, state):
         return await run_async(call_flow(codec, call, max_retries, observer, state), transport, secrets)
     start = time.perf_counter()
     deadline = time.monotonic() + call.timeout
@@ -545,10 +555,9 @@ async def call_async(codec: Any, call: Call, max_retries: int, observer: Observe
         except APIConnectionError as exc:
             outcome = exc
         else:
-            if type(outcome) is RawResponse and outcome.status < 300:
-                outcome = codec.parse_response(call, outcome)
-                if outcome.texts:
-                    return single_result(outcome, start)
+            result, outcome = _first_outcome(codec, call, outcome, start)
+            if result is not None:
+                return result
     except GenAIError as exc:
         raise exc.redact(secrets() if callable(secrets) else secrets) from None
     return await run_async(call_flow(codec, call, max_retries, observer, state, (request, outcome), start,
